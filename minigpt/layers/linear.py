@@ -1,0 +1,53 @@
+"""Linear layer: out = x @ w + b, with w stored (in, out).
+
+Matches Hugging Face's GPT-2 `Conv1D` (weight of shape (in, out), forward `x @ W + b`), which is
+why minigpt's parameters load from GPT-2 checkpoints without transposes. torch.nn.Linear stores
+the transpose, (out, in).
+
+Legend: B batch, T time, C_in / C_out input and output channels.
+"""
+
+import numpy as np
+
+
+def linear_forward(x, w, b=None):
+    """out = x @ w + b.
+
+    Parameters
+    ----------
+    x : array of shape (..., C_in), e.g. (B, T, C_in)
+    w : array of shape (C_in, C_out)
+    b : array of shape (C_out,) or None (no bias)
+
+    Returns
+    -------
+    out : array of shape (..., C_out)
+    cache : (x, w, has_bias) for the backward pass
+    """
+    out = x @ w
+    if b is not None:
+        out += b
+    return out, (x, w, b is not None)
+
+
+def linear_backward(dout, cache):
+    """Gradients of out = x @ w + b.
+
+    Parameters
+    ----------
+    dout : array of shape (..., C_out), the gradient of the loss with respect to out
+
+    Returns
+    -------
+    dx : (..., C_in)    dx = dout @ w.T
+    dw : (C_in, C_out)  dw = x.T @ dout, summed over every leading (batch and time) position
+    db : (C_out,) or None  db = dout summed over every leading position
+    """
+    x, w, has_bias = cache
+    C_in, C_out = w.shape
+    dx = dout @ w.T
+    x2 = x.reshape(-1, C_in)  # (B*T, C_in): fold batch and time so dw is one matmul
+    dout2 = dout.reshape(-1, C_out)  # (B*T, C_out)
+    dw = x2.T @ dout2
+    db = dout2.sum(axis=0) if has_bias else None
+    return dx, dw, db
