@@ -125,8 +125,9 @@ def check_tokens(idx, config: GPTConfig, what: str = "token ids") -> np.ndarray:
 # one transformer block
 
 
-def block_forward(config: GPTConfig, params, i: int, x, rng=None):
-    """One pre-LayerNorm block. x: (B, T, C) -> (B, T, C). Returns (out, cache)."""
+def block_forward(config: GPTConfig, params, i: int, x, rng=None, kv=None):
+    """One pre-LayerNorm block. x: (B, T, C) -> (B, T, C). Returns (out, cache).
+    kv: a KVCache (generate.py) for incremental decoding, or None."""
     p = f"h.{i}."
     P = params.get  # None for a bias that bias=False leaves out
     eps, drop = config.layer_norm_epsilon, config.dropout
@@ -134,7 +135,10 @@ def block_forward(config: GPTConfig, params, i: int, x, rng=None):
     # attention branch
     ln1, ln1_cache = layernorm_forward(x, P(p + "ln_1.weight"), P(p + "ln_1.bias"), eps)  # (B, T, C)
     qkv, qkv_cache = linear_forward(ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"))  # (B, T, 3C)
-    atty, att_cache = attention_forward(qkv, config.n_head, drop, rng)  # (B, T, C)
+    if kv is None:
+        atty, att_cache = attention_forward(qkv, config.n_head, drop, rng)  # (B, T, C)
+    else:  # decoding: also attend to the cached keys and values of earlier positions
+        atty, att_cache = kv.attend(i, qkv), None
     attproj, attproj_cache = linear_forward(atty, P(p + "attn.c_proj.weight"), P(p + "attn.c_proj.bias"))
     attproj, attdrop_cache = dropout_forward(attproj, drop, rng)
     x = x + attproj  # residual
@@ -178,7 +182,7 @@ def block_backward(config: GPTConfig, i: int, dx, cache, grads):
 # the whole model
 
 
-def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None):
+def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None):
     """
     Parameters
     ----------
@@ -189,6 +193,9 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None):
         idx[b, t] (the data loader shifts by one); IGNORE_INDEX (-1) skips a position.
     rng : numpy Generator for the dropout masks, or None to run without dropout (evaluation).
         A generator seeded the same way gives the same masks.
+    kv : a KVCache (generate.py) holding the keys and values of the kv.length earlier positions,
+        or None. With it, idx holds the next tokens only, at positions kv.length onwards, and
+        the cache is extended by them. Inference only: no dropout and no backward.
 
     Returns
     -------
@@ -197,6 +204,9 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None):
     cache : everything gpt_backward needs
     """
     idx = check_tokens(idx, config)
+    start = 0 if kv is None else kv.length
+    if start + idx.shape[1] > config.block_size:
+        raise InputError(f"positions up to {start + idx.shape[1]} exceed block_size {config.block_size}")
     if targets is not None:
         targets = np.asarray(targets)
         if targets.shape != idx.shape:
@@ -205,15 +215,19 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None):
         if not np.issubdtype(targets.dtype, np.integer) or not ok.all():
             raise InputError(f"targets must be integers in [0, {config.vocab_size}) or {IGNORE_INDEX} (ignored)")
     P = params.get
-    x, emb_cache = embedding_forward(idx, P("wte.weight"), P("wpe.weight"))  # (B, T, C)
+    if kv is not None:
+        rng = None  # no dropout while decoding
+    x, emb_cache = embedding_forward(idx, P("wte.weight"), P("wpe.weight"), start)  # (B, T, C)
     x, embdrop_cache = dropout_forward(x, config.dropout, rng)
     block_caches = []
     for i in range(config.n_layer):
-        x, block_cache = block_forward(config, params, i, x, rng)  # (B, T, C)
+        x, block_cache = block_forward(config, params, i, x, rng, kv)  # (B, T, C)
         block_caches.append(block_cache)
     lnf, lnf_cache = layernorm_forward(x, P("ln_f.weight"), P("ln_f.bias"), config.layer_norm_epsilon)
     logits, head_cache = linear_forward(lnf, P("wte.weight").T)  # (B, T, C) @ (C, V) -> (B, T, V), tied
     loss, ce_cache = cross_entropy_forward(logits, targets) if targets is not None else (None, None)
+    if kv is not None:
+        kv.length += idx.shape[1]
     cache = (config, emb_cache, embdrop_cache, block_caches, lnf_cache, head_cache, ce_cache)
     return logits, loss, cache
 

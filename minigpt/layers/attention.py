@@ -11,6 +11,8 @@ output at position t depends on positions 0..t. No layer mixes the batch.
 Legend: B batch, T time, C channels, NH heads, hs head size (C // NH).
 """
 
+import math
+
 import numpy as np
 
 from .dropout import dropout_backward, dropout_forward
@@ -63,7 +65,7 @@ def attention_forward(qkv, n_head, dropout=0.0, rng=None):
     q = split_heads(qkv[..., 0:C], n_head)  # (B, NH, T, hs)
     k = split_heads(qkv[..., C : 2 * C], n_head)  # (B, NH, T, hs)
     v = split_heads(qkv[..., 2 * C : 3 * C], n_head)  # (B, NH, T, hs)
-    scale = 1.0 / np.sqrt(hs)
+    scale = 1.0 / math.sqrt(hs)
     scores = (q @ k.transpose(0, 1, 3, 2)) * scale  # (B, NH, T, hs) x (B, NH, hs, T) -> (B, NH, T, T)
     causal = np.tri(T, dtype=bool)  # (T, T): query t sees keys 0..t
     att = masked_softmax(scores, causal)  # (B, NH, T, T), rows sum to 1
@@ -94,7 +96,7 @@ def attention_backward(dout, cache):
     """
     q, k, v, att, att_mask = cache
     B, NH, T, hs = q.shape
-    scale = 1.0 / np.sqrt(hs)
+    scale = 1.0 / math.sqrt(hs)
     dy = split_heads(dout, NH)  # (B, NH, T, hs)
     att_d = att if att_mask is None else att * att_mask
     datt_d = dy @ v.transpose(0, 1, 3, 2)  # (B, NH, T, T)
@@ -132,7 +134,7 @@ def attention_forward_kv(qkv, n_head, k_cache, v_cache, start):
     v_cache[:, :, start:end] = split_heads(qkv[..., 2 * C : 3 * C], n_head)
     k = k_cache[:, :, :end]  # (B, NH, end, hs): every key so far
     v = v_cache[:, :, :end]
-    scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / np.sqrt(hs))  # (B, NH, Tn, end)
+    scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(hs))  # (B, NH, Tn, end)
     causal = np.tri(Tn, end, k=start, dtype=bool)  # new query i (position start+i) sees keys 0..start+i
     att = masked_softmax(scores, causal)
     return merge_heads(att @ v)  # (B, Tn, C)

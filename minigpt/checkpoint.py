@@ -1,0 +1,165 @@
+"""Checkpoints: one safetensors file holding the weights, with the config, the tokenizer's
+vocabulary and training metadata as JSON in the header metadata. Nothing is ever pickled.
+
+File layout (safetensors: an 8-byte header length, a JSON header, then raw little-endian data):
+- tensors: every parameter under its Hugging Face GPT-2 name (`wte.weight`, `h.0.attn.c_attn.weight`,
+  ...); a resume checkpoint adds the AdamW moments as `optim.m.<name>` and `optim.v.<name>`
+- metadata (all strings, as safetensors requires):
+    format          "minigpt"
+    format_version  "1"
+    config          JSON of GPTConfig
+    vocab           JSON list of the tokenizer's characters (id order)
+    meta            JSON of training metadata (iter, losses, train config, optimizer step, ...)
+    sha256          a digest of every tensor's name, dtype, shape and bytes, so a flipped bit in
+                    the data is caught on load, not only a damaged header
+
+Writes are atomic: the file is written under a temporary name in the same directory, flushed to
+disk, then renamed over the target, so a crash leaves either the old checkpoint or the new one,
+never half of one. Arrays are saved as C-contiguous copies: safetensors 0.8.0 silently writes
+garbage for non-contiguous arrays (upstream issue #825).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from .config import GPTConfig
+from .errors import InputError
+from .model import param_shapes
+from .tokenizer import CharTokenizer
+
+FORMAT = "minigpt"
+FORMAT_VERSION = "1"
+OPTIM_PREFIXES = ("optim.m.", "optim.v.")
+
+
+@dataclass
+class Checkpoint:
+    config: GPTConfig
+    params: dict  # name -> ndarray, in parameter order
+    tokenizer: CharTokenizer
+    meta: dict = field(default_factory=dict)
+    optim: dict = field(default_factory=dict)  # "m" / "v" -> {name: ndarray}, empty without optimizer state
+
+
+def tensors_digest(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        a = tensors[name]
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path, config: GPTConfig, params: dict, tokenizer: CharTokenizer, meta=None, optim=None):
+    """Write a checkpoint atomically. optim: optional {"m": {...}, "v": {...}} AdamW moments."""
+    path = Path(path)
+    tensors = {name: np.ascontiguousarray(p) for name, p in params.items()}
+    for kind in ("m", "v"):
+        for name, a in (optim or {}).get(kind, {}).items():
+            tensors[f"optim.{kind}.{name}"] = np.ascontiguousarray(a)
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(config.to_dict()),
+        "vocab": json.dumps(tokenizer.chars, ensure_ascii=False),
+        "meta": json.dumps(meta or {}),
+        "sha256": tensors_digest(tensors),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise InputError(f"cannot write a checkpoint in {path.parent}: {e.strerror}") from None
+    try:
+        os.close(fd)
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # not supported on every platform; the write itself is complete
+
+
+def _fail(path, problem: str):
+    raise InputError(f"checkpoint {path}: {problem}")
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read and validate a checkpoint. Every problem is an InputError naming it: a missing file,
+    a file that is not safetensors (or is truncated), a file that is not a minigpt checkpoint,
+    corrupted data, missing or extra tensors, shapes or a vocabulary that do not fit the config."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for bad headers and short files
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        _fail(path, f"not a readable safetensors file, truncated or corrupted ({first_line})")
+    if metadata.get("format") != FORMAT:
+        _fail(path, "a safetensors file without minigpt metadata (config, vocab); not a minigpt checkpoint")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        _fail(path, f"format version {metadata.get('format_version')!r}, this minigpt reads {FORMAT_VERSION!r}")
+    if tensors_digest(tensors) != metadata.get("sha256"):
+        _fail(path, "tensor data does not match its checksum; the file is corrupted")
+    try:
+        config = GPTConfig.from_dict(json.loads(metadata["config"]))
+        chars = json.loads(metadata["vocab"])
+        meta = json.loads(metadata.get("meta", "{}"))
+    except (KeyError, json.JSONDecodeError) as e:
+        _fail(path, f"damaged metadata ({e})")
+    except InputError as e:
+        _fail(path, f"invalid config ({e})")
+    tokenizer = CharTokenizer(chars)
+    if tokenizer.vocab_size > config.vocab_size:
+        _fail(path, f"vocabulary of {tokenizer.vocab_size} characters exceeds vocab_size {config.vocab_size}")
+
+    shapes = param_shapes(config)
+    optim = {"m": {}, "v": {}}
+    params = {}
+    for name, a in tensors.items():
+        if name.startswith(OPTIM_PREFIXES):
+            optim[name[6]][name[len("optim.m.") :]] = a
+        else:
+            params[name] = a
+    missing = [n for n in shapes if n not in params]
+    extra = [n for n in params if n not in shapes]
+    if missing:
+        _fail(path, f"missing tensors for its config: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    if extra:
+        _fail(path, f"tensors its config has no place for: {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
+    dtypes = {a.dtype for a in params.values()}
+    if len(dtypes) != 1 or dtypes.pop() not in (np.float32, np.float64):
+        _fail(path, f"parameters must all be float32 or all float64, got {sorted({str(a.dtype) for a in params.values()})}")
+    for name, shape in shapes.items():
+        if params[name].shape != shape:
+            _fail(path, f"tensor {name} has shape {params[name].shape}, its config needs {shape}")
+    for kind in ("m", "v"):
+        if optim[kind] and (set(optim[kind]) != set(shapes) or any(optim[kind][n].shape != shapes[n] for n in shapes)):
+            _fail(path, f"optimizer moments optim.{kind}.* do not match the parameters")
+    # owned, writable, contiguous arrays, in parameter order: safe for in-place updates
+    params = {name: np.array(params[name], order="C", copy=True) for name in shapes}
+    optim = {k: {n: np.array(d[n], order="C", copy=True) for n in shapes} for k, d in optim.items() if d}
+    return Checkpoint(config=config, params=params, tokenizer=tokenizer, meta=meta, optim=optim)

@@ -1,0 +1,363 @@
+"""Training: data -> tokenizer -> model -> loop, as nanoGPT's train.py.
+
+Each step: for each of gradient_accumulation_steps micro-batches, forward and backward with the
+loss scaled by 1 / steps (so the gradients add up to the mean); clip the global gradient norm;
+one AdamW update at the scheduled learning rate. Every eval_interval steps (and at the last),
+the train and val losses are estimated on eval_iters random batches; the best-val model is kept.
+
+Files in out_dir:
+    ckpt.safetensors     the best-val model (what eval, sample and --init-from read)
+    resume.safetensors   the latest training state: parameters, AdamW moments and step, written
+                         at every evaluation, at the end and on Ctrl-C (what --resume reads)
+    metrics.jsonl        one JSON object per line: evaluations {"iter", "train_loss", "val_loss"}
+                         and log lines {"iter", "loss", "lr", "ms_per_iter", "tokens_per_s", ...}
+
+Randomness is a pure function of (seed, step): the batches, dropout masks and evaluation batches
+of step s come from numpy generators seeded with [seed, s, stream] (as JAX's fold_in). A resumed
+run therefore needs only the seed and the step to draw exactly what an uninterrupted run draws,
+and gives exactly its losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import GPTConfig
+from .data import default_corpus, get_batch, load_text, split
+from .errors import InputError
+from .evaluate import estimate_loss
+from .model import gpt_backward, gpt_forward, init_params
+from .optim import AdamW, clip_grad_norm, get_lr
+from .tokenizer import CharTokenizer
+
+CKPT_NAME = "ckpt.safetensors"
+RESUME_NAME = "resume.safetensors"
+METRICS_NAME = "metrics.jsonl"
+STREAM_BATCH, STREAM_DROPOUT, STREAM_EVAL = 0, 1, 2
+ADAM_EPS = 1e-8
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (the loss became nan or inf); the message says what to try."""
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "out"
+    data: str | None = None  # a UTF-8 text file; None: the embedded Python reference text
+    dtype: str = "float32"  # float32 or float64 (for exact comparisons)
+    seed: int = 1337
+    batch_size: int = 12  # B: sequences per micro-batch
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    max_iters: int = 2000  # optimizer steps
+    learning_rate: float = 1e-3  # peak, after warmup
+    min_lr: float = 1e-4  # the cosine decay ends here
+    warmup_iters: int = 100
+    lr_decay_iters: int = 2000  # usually max_iters, as Chinchilla
+    decay_lr: bool = True  # False: constant learning_rate
+    beta1: float = 0.9
+    beta2: float = 0.99
+    weight_decay: float = 0.1  # on 2-D tensors only
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    eval_interval: int = 250
+    eval_iters: int = 20  # batches per loss estimate
+    log_interval: int = 10
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
+    resume: bool = False  # continue out_dir's run from resume.safetensors
+
+    def __post_init__(self):
+        positive = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval")
+        for name in positive:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise InputError(f"{name} must be an integer >= 0, got {v!r}")
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InputError(f"{name} must be a number >= 0, got {v!r}")
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+                raise InputError(f"{name} must be in [0, 1), got {v!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.resume and self.init_from:
+            raise InputError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
+
+
+# Presets: model fields (GPTConfig) and training fields (TrainConfig); any flag overrides them.
+PRESETS = {
+    # nanoGPT's published CPU recipe for Shakespeare (README, "I only have a macbook")
+    "baby": {
+        "model": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, bias=False, dropout=0.0),
+        "train": dict(batch_size=12, max_iters=2000, learning_rate=1e-3, warmup_iters=100, lr_decay_iters=2000,
+                      min_lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
+                      eval_interval=250, eval_iters=20, log_interval=10),
+    },  # fmt: skip
+    # a smoke run: trains in seconds
+    "tiny": {
+        "model": dict(n_layer=2, n_head=2, n_embd=32, block_size=32, bias=True, dropout=0.0),
+        "train": dict(batch_size=8, max_iters=100, learning_rate=3e-3, warmup_iters=10, lr_decay_iters=100,
+                      min_lr=3e-4, beta1=0.9, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
+                      eval_interval=50, eval_iters=5, log_interval=10),
+    },  # fmt: skip
+}
+DEFAULT_PRESET = "baby"
+
+
+def preset(name: str) -> tuple[dict, dict]:
+    """(model fields, train fields) of a preset."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return dict(PRESETS[name]["model"]), dict(PRESETS[name]["train"])
+
+
+def step_rng(seed: int, step: int, stream: int) -> np.random.Generator:
+    """The generator for one stream (batches, dropout, evaluation) at one step."""
+    return np.random.default_rng([seed, step, stream])
+
+
+def prepare_out_dir(out_dir) -> Path:
+    """Create out_dir and prove it is writable now, not after an hour of training."""
+    path = Path(out_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write to output directory {path}: {e.strerror or e}") from None
+    return path
+
+
+class Reporter:
+    """Log lines on a terminal with a tqdm progress bar, or as plain lines when the output is
+    not a terminal (CI logs stay clean); every record also goes to metrics.jsonl."""
+
+    def __init__(self, metrics_path: Path, stream, total: int, initial: int, quiet: bool = False):
+        self.stream, self.quiet = stream, quiet
+        self.metrics = open(metrics_path, "a", encoding="utf-8")
+        # disable=None: tqdm shows the bar only when stderr is a terminal
+        self.bar = tqdm(total=total, initial=initial, disable=None if not quiet else True,
+                        unit="it", dynamic_ncols=True, leave=False)  # fmt: skip
+
+    def record(self, line: str, **fields):
+        self.metrics.write(json.dumps(fields) + "\n")
+        self.metrics.flush()
+        self.say(line)
+
+    def say(self, line: str):
+        if self.quiet:
+            return
+        if self.bar.disable:
+            print(line, file=self.stream, flush=True)
+        else:
+            self.bar.write(line, file=self.stream)
+
+    def close(self):
+        self.bar.close()
+        self.metrics.close()
+
+
+def prune_metrics(path: Path, step: int, evaluated: bool):
+    """On resume, drop the records that the interrupted run wrote after its saved state, so the
+    file reads as one uninterrupted run."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        it = rec.get("iter", -1)
+        if it < step or (it == step and evaluated and "val_loss" in rec):
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class GracefulInterrupt:
+    """The first Ctrl-C asks the loop to stop at the end of the current step (so the saved state
+    is consistent); a second one interrupts at once."""
+
+    def __init__(self, say):
+        self.requested, self.say, self.old = False, say, None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.say("interrupt: finishing this step and saving; press Ctrl-C again to abort without saving")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+def _check_model_overrides(config: GPTConfig, overrides: dict, where: str, allowed=("dropout",)) -> GPTConfig:
+    """Model fields given for a run that starts from a checkpoint must agree with it, except the
+    ones that change no shape (dropout)."""
+    changes = {}
+    for name, value in overrides.items():
+        if value is None or getattr(config, name) == value:
+            continue
+        if name not in allowed:
+            raise InputError(f"{name}={value!r} does not fit {where}, which has {name}={getattr(config, name)!r}")
+        changes[name] = value
+    return config.replace(**changes)
+
+
+def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet: bool = False) -> dict:
+    """Train a model and return a summary dict (final losses, timings, paths).
+
+    model_config: GPTConfig fields for a new model (vocab_size defaults to the data's). With
+    tc.resume or tc.init_from the model comes from the checkpoint, and any field given here must
+    agree with it (dropout may change)."""
+    stream = stream or sys.stdout
+    model_config = dict(model_config or {})
+    out_dir = prepare_out_dir(tc.out_dir)
+    text = load_text(tc.data) if tc.data else default_corpus()
+
+    step, evaluated, best_val = 0, False, math.inf
+    if tc.resume:
+        state_path = out_dir / RESUME_NAME
+        if not state_path.is_file():
+            raise InputError(f"nothing to resume: {state_path} not found; start the run without --resume")
+        ck = load_checkpoint(state_path)
+        if not ck.optim or "step" not in ck.meta:
+            raise InputError(f"{state_path} holds no optimizer state to resume from")
+        config = _check_model_overrides(ck.config, model_config, str(state_path), allowed=())
+        tokenizer, params = ck.tokenizer, ck.params
+        optimizer = AdamW(params, tc.beta1, tc.beta2, ADAM_EPS, tc.weight_decay)
+        optimizer.m, optimizer.v, optimizer.t = ck.optim["m"], ck.optim["v"], ck.meta["optim_t"]
+        step, evaluated, best_val = ck.meta["step"], ck.meta["evaluated"], ck.meta["best_val_loss"]
+        prune_metrics(out_dir / METRICS_NAME, step, evaluated)
+    else:
+        if tc.init_from:
+            ck = load_checkpoint(tc.init_from)
+            config = _check_model_overrides(ck.config, model_config, str(tc.init_from))
+            tokenizer = ck.tokenizer
+            params = {name: p.astype(tc.dtype) for name, p in ck.params.items()}
+        else:
+            tokenizer = CharTokenizer.from_text(text)
+            vocab_size = model_config.pop("vocab_size", None) or tokenizer.vocab_size
+            if vocab_size < tokenizer.vocab_size:
+                raise InputError(f"vocab_size {vocab_size} is smaller than the text's {tokenizer.vocab_size} characters")
+            config = GPTConfig(vocab_size=vocab_size, **model_config)
+            params = init_params(config, tc.seed, tc.dtype)
+        optimizer = AdamW(params, tc.beta1, tc.beta2, ADAM_EPS, tc.weight_decay)
+        (out_dir / METRICS_NAME).unlink(missing_ok=True)  # a new run starts a new log
+
+    ids = tokenizer.encode(text)  # with --init-from, new text must use the checkpoint's characters
+    train_ids, val_ids = split(ids, config.block_size)
+    B, T, accum = tc.batch_size, config.block_size, tc.gradient_accumulation_steps
+    tokens_per_iter = B * T * accum
+    meta_base = {"train_config": dataclasses.asdict(tc), "seed": tc.seed,
+                 "rng": "numpy default_rng([seed, step, stream]); streams 0 batches, 1 dropout, 2 eval"}  # fmt: skip
+    ckpt_path, state_path = out_dir / CKPT_NAME, out_dir / RESUME_NAME
+
+    def save_state():
+        meta = dict(meta_base, kind="resume", step=step, evaluated=evaluated, best_val_loss=best_val, optim_t=optimizer.t)
+        save_checkpoint(state_path, config, params, tokenizer, meta, {"m": optimizer.m, "v": optimizer.v})
+
+    reporter = Reporter(out_dir / METRICS_NAME, stream, tc.max_iters, min(step, tc.max_iters), quiet)
+    n_params = sum(p.size for p in params.values())
+    reporter.say(f"model: {n_params:,} parameters, {config.n_layer} layers, {config.n_head} heads, "
+                 f"{config.n_embd} channels, vocab {config.vocab_size}, block {T}, {tc.dtype}; "
+                 f"data: {len(train_ids):,} train / {len(val_ids):,} val tokens")  # fmt: skip
+    step_ms, last_eval, saved_step, interrupted = [], {}, None, False
+    try:
+        with GracefulInterrupt(reporter.say) as interrupt:
+            while True:
+                if not evaluated and (step % tc.eval_interval == 0 or step == tc.max_iters) and not interrupt.requested:
+                    rng = step_rng(tc.seed, step, STREAM_EVAL)
+                    train_loss = estimate_loss(config, params, train_ids, B, T, tc.eval_iters, rng)
+                    val_loss = estimate_loss(config, params, val_ids, B, T, tc.eval_iters, rng)
+                    last_eval = {"iter": step, "train_loss": train_loss, "val_loss": val_loss}
+                    reporter.record(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}", **last_eval)
+                    evaluated = True
+                    if val_loss < best_val:
+                        best_val = val_loss
+                        save_checkpoint(ckpt_path, config, params, tokenizer, dict(meta_base, kind="best", **last_eval))
+                    save_state()
+                    saved_step = step
+                if step >= tc.max_iters or interrupt.requested:
+                    interrupted = interrupt.requested and step < tc.max_iters
+                    break
+
+                t0 = time.perf_counter()
+                lr = get_lr(step, tc.learning_rate, tc.warmup_iters, tc.lr_decay_iters, tc.min_lr) if tc.decay_lr \
+                    else tc.learning_rate  # fmt: skip
+                batch_rng, dropout_rng = step_rng(tc.seed, step, STREAM_BATCH), step_rng(tc.seed, step, STREAM_DROPOUT)
+                loss, grads = 0.0, None
+                for _ in range(accum):
+                    x, y = get_batch(train_ids, B, T, batch_rng)
+                    _, micro_loss, cache = gpt_forward(config, params, x, y, rng=dropout_rng)
+                    micro_grads = gpt_backward(cache, dloss=1.0 / accum)  # the mean over micro-batches
+                    grads = micro_grads if grads is None else {n: grads[n] + g for n, g in micro_grads.items()}
+                    loss += micro_loss / accum
+                norm = clip_grad_norm(grads, tc.grad_clip)
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    last = f"iter {saved_step}" if saved_step is not None else "none yet"
+                    raise TrainingError(
+                        f"loss became {loss} at iter {step} (gradient norm {norm}); stopped before updating the "
+                        f"weights. Last good checkpoint ({last}) is intact in {out_dir}; try a lower "
+                        f"--learning-rate (now {tc.learning_rate}) or --grad-clip"
+                    )
+                optimizer.step(params, grads, lr)
+                dt = time.perf_counter() - t0
+                step_ms.append(dt * 1000)
+                if step % tc.log_interval == 0:
+                    reporter.record(
+                        f"iter {step}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
+                        f"{tokens_per_iter / dt:,.0f} tokens/s",
+                        iter=step, loss=loss, lr=lr, ms_per_iter=dt * 1000, tokens_per_s=tokens_per_iter / dt,
+                        grad_norm=norm,
+                    )  # fmt: skip
+                step += 1
+                evaluated = False
+                reporter.bar.update(1)
+            if saved_step != step:
+                save_state()
+    finally:
+        reporter.close()
+    if interrupted:
+        print(f"interrupted at iter {step}: state saved to {state_path}; continue with --resume", file=sys.stderr)
+    return {
+        "iter": step,
+        "interrupted": interrupted,
+        "train_loss": last_eval.get("train_loss"),
+        "val_loss": last_eval.get("val_loss"),
+        "best_val_loss": best_val,
+        "median_ms_per_iter": statistics.median(step_ms) if step_ms else None,
+        "tokens_per_s": tokens_per_iter / (statistics.median(step_ms) / 1000) if step_ms else None,
+        "params": n_params,
+        "ckpt": str(ckpt_path),
+        "resume": str(state_path),
+        "metrics": str(out_dir / METRICS_NAME),
+    }
