@@ -285,6 +285,11 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
         meta = dict(meta_base, kind="resume", step=step, evaluated=evaluated, best_val_loss=best_val, optim_t=optimizer.t)
         save_checkpoint(state_path, config, params, tokenizer, meta, {"m": optimizer.m, "v": optimizer.v})
 
+    def diverged(what: str, at: int) -> str:
+        last = f"from iter {saved_step}" if saved_step is not None else "none written by this run"
+        return (f"{what} at iter {at}; stopped without saving. The last good checkpoint ({last}) is intact in "
+                f"{out_dir}; try a lower --learning-rate (now {tc.learning_rate}) or a smaller --grad-clip")  # fmt: skip
+
     reporter = Reporter(out_dir / METRICS_NAME, stream, tc.max_iters, min(step, tc.max_iters), quiet)
     n_params = sum(p.size for p in params.values())
     reporter.say(f"model: {n_params:,} parameters, {config.n_layer} layers, {config.n_head} heads, "
@@ -299,6 +304,8 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                     train_loss = estimate_loss(config, params, train_ids, B, T, tc.eval_iters, rng)
                     val_loss = estimate_loss(config, params, val_ids, B, T, tc.eval_iters, rng)
                     last_eval = {"iter": step, "train_loss": train_loss, "val_loss": val_loss}
+                    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                        raise TrainingError(diverged(f"the evaluated loss became {val_loss}", step))
                     reporter.record(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}", **last_eval)
                     evaluated = True
                     if val_loss < best_val:
@@ -323,12 +330,7 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                     loss += micro_loss / accum
                 norm = clip_grad_norm(grads, tc.grad_clip)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
-                    last = f"iter {saved_step}" if saved_step is not None else "none yet"
-                    raise TrainingError(
-                        f"loss became {loss} at iter {step} (gradient norm {norm}); stopped before updating the "
-                        f"weights. Last good checkpoint ({last}) is intact in {out_dir}; try a lower "
-                        f"--learning-rate (now {tc.learning_rate}) or --grad-clip"
-                    )
+                    raise TrainingError(diverged(f"the loss became {loss} (gradient norm {norm})", step))
                 optimizer.step(params, grads, lr)
                 dt = time.perf_counter() - t0
                 step_ms.append(dt * 1000)

@@ -17,7 +17,7 @@ GELU_CUBIC = 0.044715
 
 def gelu_forward(x):
     """GELU, tanh approximation. x: any shape, e.g. (B, T, 4C). Returns (out, cache) with out like x."""
-    u = GELU_SCALE * (x + GELU_CUBIC * x**3)
+    u = GELU_SCALE * (x + GELU_CUBIC * (x * x * x))  # x * x * x: pow is several times slower
     t = np.tanh(u)
     out = 0.5 * x * (1.0 + t)
     return out, (x, t)
