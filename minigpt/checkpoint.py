@@ -125,14 +125,23 @@ def load_checkpoint(path) -> Checkpoint:
     if tensors_digest(tensors) != metadata.get("sha256"):
         _fail(path, "tensor data does not match its checksum; the file is corrupted")
     try:
-        config = GPTConfig.from_dict(json.loads(metadata["config"]))
+        config_dict = json.loads(metadata["config"])
         chars = json.loads(metadata["vocab"])
         meta = json.loads(metadata.get("meta", "{}"))
     except (KeyError, json.JSONDecodeError) as e:
-        _fail(path, f"damaged metadata ({e})")
-    except InputError as e:
+        _fail(path, f"damaged metadata ({type(e).__name__}: {e})")
+    if not isinstance(config_dict, dict) or not isinstance(meta, dict):
+        _fail(path, "damaged metadata: config and meta must be JSON objects")
+    if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
+        _fail(path, "damaged metadata: vocab must be a JSON list of characters")
+    try:
+        config = GPTConfig.from_dict(config_dict)
+    except (InputError, TypeError) as e:
         _fail(path, f"invalid config ({e})")
-    tokenizer = CharTokenizer(chars)
+    try:
+        tokenizer = CharTokenizer(chars)
+    except InputError as e:
+        _fail(path, f"invalid vocabulary ({e})")
     if tokenizer.vocab_size > config.vocab_size:
         _fail(path, f"vocabulary of {tokenizer.vocab_size} characters exceeds vocab_size {config.vocab_size}")
 
@@ -156,9 +165,13 @@ def load_checkpoint(path) -> Checkpoint:
     for name, shape in shapes.items():
         if params[name].shape != shape:
             _fail(path, f"tensor {name} has shape {params[name].shape}, its config needs {shape}")
+    if bool(optim["m"]) != bool(optim["v"]):
+        _fail(path, "optimizer moments are incomplete: resuming needs both optim.m.* and optim.v.* (or neither)")
+    dtype = params[next(iter(shapes))].dtype
     for kind in ("m", "v"):
-        if optim[kind] and (set(optim[kind]) != set(shapes) or any(optim[kind][n].shape != shapes[n] for n in shapes)):
-            _fail(path, f"optimizer moments optim.{kind}.* do not match the parameters")
+        d = optim[kind]
+        if d and (set(d) != set(shapes) or any(d[n].shape != shapes[n] or d[n].dtype != dtype for n in shapes)):
+            _fail(path, f"optimizer moments optim.{kind}.* do not match the parameters' names, shapes and dtype")
     # owned, writable, contiguous arrays, in parameter order: safe for in-place updates
     params = {name: np.array(params[name], order="C", copy=True) for name in shapes}
     optim = {k: {n: np.array(d[n], order="C", copy=True) for n in shapes} for k, d in optim.items() if d}

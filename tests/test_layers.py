@@ -145,7 +145,8 @@ def dropout_case(rng, dtype, p=0.5, mask_seed=1234, B=2, T=3, C=5):
     )
 
 
-def embedding_case(rng, dtype, B=2, T=3, V=4, maxT=5, C=3):
+def embedding_case(rng, dtype, B=2, T=3, V=4, maxT=6, C=3, start=1):
+    """Token + position embedding for positions start..start+T-1 (start > 0: KV-cache decoding)."""
     idx = rng.integers(0, V, size=(B, T))
     wte, wpe = normal(rng, (V, C), dtype), normal(rng, (maxT, C), dtype)
 
@@ -154,7 +155,7 @@ def embedding_case(rng, dtype, B=2, T=3, V=4, maxT=5, C=3):
         return {"wte": dwte, "wpe": dwpe}
 
     return LayerCase(
-        lambda: embedding_forward(idx, wte, wpe), backward, {"wte": wte, "wpe": wpe}, (B, T, C), {"idx": idx}
+        lambda: embedding_forward(idx, wte, wpe, start), backward, {"wte": wte, "wpe": wpe}, (B, T, C), {"idx": idx}
     )
 
 
@@ -295,12 +296,14 @@ def test_dropout_gradients(seed, mask_seed, p, B, T, C):
     gradcheck_case(dropout_case(rng, np.float64, p, mask_seed, B, T, C), rng)
 
 
-@given(seed=SEEDS, B=SIZES, T=TIMES, V=st.integers(1, 4), extra=st.integers(0, 2), C=CHANNELS)
-def test_embedding_gradients(seed, B, T, V, extra, C):
-    """embedding_backward's dwte (with repeated token ids, V small) and dwpe (block_size >= T,
-    unused rows get zero) match central differences to 1e-7."""
+@given(
+    seed=SEEDS, B=SIZES, T=TIMES, V=st.integers(1, 4), start=st.integers(0, 2), extra=st.integers(0, 2), C=CHANNELS
+)
+def test_embedding_gradients(seed, B, T, V, start, extra, C):
+    """embedding_backward's dwte (with repeated token ids, V small) and dwpe (positions start..
+    start+T-1 of block_size >= start+T, unused rows get zero) match central differences to 1e-7."""
     rng = np.random.default_rng(seed)
-    gradcheck_case(embedding_case(rng, np.float64, B, T, V, T + extra, C), rng)
+    gradcheck_case(embedding_case(rng, np.float64, B, T, V, start + T + extra, C, start), rng)
 
 
 @given(seed=SEEDS, B=SIZES, T=TIMES, NH=SIZES, hs=CHANNELS)
@@ -506,29 +509,32 @@ def test_dropout_keep_fraction(p):
 # embedding
 
 
-def test_embedding_forward_reference():
-    """out[b, t] = wte[idx[b, t]] + wpe[t]."""
+@pytest.mark.parametrize("start", [0, 2])
+def test_embedding_forward_reference(start):
+    """out[b, t] = wte[idx[b, t]] + wpe[start + t] (start = 0 in training)."""
     rng = np.random.default_rng(2)
     idx = np.array([[3, 0, 3], [1, 2, 2]])
     wte, wpe = normal(rng, (4, 5)), normal(rng, (6, 5))
-    out, _ = embedding_forward(idx, wte, wpe)
+    out, _ = embedding_forward(idx, wte, wpe, start)
     for b in range(2):
         for t in range(3):
-            np.testing.assert_array_equal(out[b, t], wte[idx[b, t]] + wpe[t])
+            np.testing.assert_array_equal(out[b, t], wte[idx[b, t]] + wpe[start + t])
 
 
 def test_embedding_backward_accumulates_repeated_ids():
     """A token used several times gets the sum of its gradients (not just the last one); unused
-    tokens and positions >= T get exactly 0."""
+    tokens get exactly 0; dwpe holds dout summed over the batch at rows start..start+T-1 and exactly
+    0 elsewhere."""
     idx = np.array([[1, 1, 1], [1, 0, 1]])
     dout = np.arange(18, dtype=np.float64).reshape(2, 3, 3)
-    _, cache = embedding_forward(idx, np.zeros((4, 3)), np.zeros((5, 3)))
+    _, cache = embedding_forward(idx, np.zeros((4, 3)), np.zeros((6, 3)), 1)
     dwte, dwpe = embedding_backward(dout, cache)
     np.testing.assert_array_equal(dwte[1], dout[0].sum(0) + dout[1, 0] + dout[1, 2])
     np.testing.assert_array_equal(dwte[0], dout[1, 1])
     np.testing.assert_array_equal(dwte[2:], 0.0)
-    np.testing.assert_array_equal(dwpe[:3], dout.sum(0))
-    np.testing.assert_array_equal(dwpe[3:], 0.0)
+    np.testing.assert_array_equal(dwpe[1:4], dout.sum(0))
+    np.testing.assert_array_equal(dwpe[0], 0.0)
+    np.testing.assert_array_equal(dwpe[4:], 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
