@@ -6,4 +6,4 @@ from .config import GPTConfig
 from .errors import InputError
 from .model import gpt_backward, gpt_forward, init_params, param_shapes
 
-__all__ = ["GPTConfig", "InputError", "gpt_backward", "gpt_forward", "init_params", "param_shapes", "__version__"]
+__all__ = ["GPTConfig", "InputError", "__version__", "gpt_backward", "gpt_forward", "init_params", "param_shapes"]

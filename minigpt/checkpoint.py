@@ -114,8 +114,8 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="np") as f:
             metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for bad headers and short files
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as e:  # noqa: BLE001 (safetensors raises several error types for bad headers and short files)
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
         _fail(path, f"not a readable safetensors file, truncated or corrupted ({first_line})")
     if metadata.get("format") != FORMAT:

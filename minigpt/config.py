@@ -57,7 +57,7 @@ class GPTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
+    def from_dict(cls, d: dict) -> GPTConfig:
         """Build a config from a dict (e.g. a checkpoint's metadata); unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
@@ -65,5 +65,5 @@ class GPTConfig:
             raise InputError(f"unknown GPTConfig fields: {', '.join(unknown)}")
         return cls(**d)
 
-    def replace(self, **changes) -> "GPTConfig":
+    def replace(self, **changes) -> GPTConfig:
         return dataclasses.replace(self, **changes)

@@ -24,7 +24,7 @@ class CharTokenizer:
         self.stoi = {c: i for i, c in enumerate(chars)}  # character -> id
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> CharTokenizer:
         """The vocabulary of a text: its distinct characters, sorted by code point."""
         return cls(sorted(set(text)))
 

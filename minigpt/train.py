@@ -112,14 +112,14 @@ PRESETS = {
         "train": dict(batch_size=12, max_iters=2000, learning_rate=1e-3, warmup_iters=100, lr_decay_iters=2000,
                       min_lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
                       eval_interval=250, eval_iters=20, log_interval=10),
-    },  # fmt: skip
+    },
     # a smoke run: trains in seconds
     "tiny": {
         "model": dict(n_layer=2, n_head=2, n_embd=32, block_size=32, bias=True, dropout=0.0),
         "train": dict(batch_size=8, max_iters=100, learning_rate=3e-3, warmup_iters=10, lr_decay_iters=100,
                       min_lr=3e-4, beta1=0.9, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
                       eval_interval=50, eval_iters=5, log_interval=10),
-    },  # fmt: skip
+    },
 }
 DEFAULT_PRESET = "baby"
 
@@ -154,7 +154,7 @@ class Reporter:
 
     def __init__(self, metrics_path: Path, stream, total: int, initial: int, quiet: bool = False):
         self.stream, self.quiet = stream, quiet
-        self.metrics = open(metrics_path, "a", encoding="utf-8")
+        self.metrics = open(metrics_path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
         # disable=None: tqdm shows the bar only when stderr is a terminal
         self.bar = tqdm(total=total, initial=initial, disable=None if not quiet else True,
                         unit="it", dynamic_ncols=True, leave=False)  # fmt: skip

@@ -6,7 +6,6 @@ gradient checks run the same forward twice with the same masks. With p == 0 or n
 (evaluation), dropout is the identity and draws nothing.
 """
 
-import numpy as np
 
 
 def dropout_forward(x, p, rng):

@@ -7,7 +7,6 @@ the transpose, (out, in).
 Legend: B batch, T time, C_in / C_out input and output channels.
 """
 
-import numpy as np
 
 
 def linear_forward(x, w, b=None):
