@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 from .errors import InputError
 
 ACTIVATIONS = ("gelu", "relu")
+
+
+def is_number(x) -> bool:
+    """A real number, and not a bool (True would silently act as 1)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)
@@ -31,21 +37,22 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # numpy integers become plain ints (JSON-safe)
         if self.n_embd % self.n_head != 0:
             raise InputError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
             )
-        if not isinstance(self.dropout, (int, float)) or not (0.0 <= self.dropout < 1.0):
+        if not is_number(self.dropout) or not (0.0 <= self.dropout < 1.0):
             raise InputError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not isinstance(self.bias, bool):
             raise InputError(f"bias must be true or false, got {self.bias!r}")
         if self.activation not in ACTIVATIONS:
             raise InputError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         eps = self.layer_norm_epsilon
-        if not isinstance(eps, (int, float)) or not (eps > 0 and math.isfinite(eps)):
+        if not is_number(eps) or not (eps > 0 and math.isfinite(eps)):
             raise InputError(f"layer_norm_epsilon must be a positive number, got {eps!r}")
 
     @property

@@ -204,6 +204,8 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None)
     cache : everything gpt_backward needs
     """
     idx = check_tokens(idx, config)
+    if kv is not None and targets is not None:
+        raise InputError("the KV cache is for inference only: call gpt_forward with targets and no kv to train")
     start = 0 if kv is None else kv.length
     if start + idx.shape[1] > config.block_size:
         raise InputError(f"positions up to {start + idx.shape[1]} exceed block_size {config.block_size}")

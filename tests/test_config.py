@@ -4,8 +4,10 @@ the dict round trip and head_size."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
+import numpy as np
 import pytest
 
 from minigpt import GPTConfig, InputError
@@ -142,3 +144,17 @@ def test_replace_validates_and_config_is_frozen():
         c.replace(n_head=5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.n_layer = 2
+
+
+@pytest.mark.parametrize("field", ["dropout", "layer_norm_epsilon"])
+def test_bool_is_not_a_number_for_float_fields(field):
+    """True/False are not accepted where a probability or epsilon is expected (True would act as 1)."""
+    with pytest.raises(InputError, match=field):
+        GPTConfig(**{field: True})
+
+
+def test_numpy_integer_sizes_are_accepted_as_plain_ints():
+    """Sizes computed with NumPy work, and are stored as Python ints (so configs stay JSON-safe)."""
+    cfg = GPTConfig(n_layer=np.int64(2), n_embd=np.int32(64), n_head=np.int64(4))
+    assert cfg.n_layer == 2 and type(cfg.n_layer) is int and type(cfg.n_embd) is int
+    json.dumps(cfg.to_dict())

@@ -13,13 +13,14 @@ For every layer in minigpt.layers:
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from minigpt.gradcheck import SMOOTH_TOLERANCE, check_gradients
@@ -155,7 +156,11 @@ def embedding_case(rng, dtype, B=2, T=3, V=4, maxT=6, C=3, start=1):
         return {"wte": dwte, "wpe": dwpe}
 
     return LayerCase(
-        lambda: embedding_forward(idx, wte, wpe, start), backward, {"wte": wte, "wpe": wpe}, (B, T, C), {"idx": idx}
+        lambda: embedding_forward(idx, wte, wpe, start),
+        backward,
+        {"wte": wte, "wpe": wpe},
+        (B, T, C),
+        {"idx": idx},
     )
 
 
@@ -191,7 +196,9 @@ def gradcheck_case(case: LayerCase, rng, tolerance=SMOOTH_TOLERANCE):
     dout = rng.normal(size=out.shape)
     analytic = case.backward(dout, cache)
     assert set(analytic) == set(case.inputs)
-    results = check_gradients(lambda: np.sum(case.forward()[0] * dout), case.inputs, analytic, tolerance=tolerance)
+    results = check_gradients(
+        lambda: np.sum(case.forward()[0] * dout), case.inputs, analytic, tolerance=tolerance
+    )
     assert len(results) == len(case.inputs) and all(r.ok for r in results)
 
 
@@ -297,7 +304,13 @@ def test_dropout_gradients(seed, mask_seed, p, B, T, C):
 
 
 @given(
-    seed=SEEDS, B=SIZES, T=TIMES, V=st.integers(1, 4), start=st.integers(0, 2), extra=st.integers(0, 2), C=CHANNELS
+    seed=SEEDS,
+    B=SIZES,
+    T=TIMES,
+    V=st.integers(1, 4),
+    start=st.integers(0, 2),
+    extra=st.integers(0, 2),
+    C=CHANNELS,
 )
 def test_embedding_gradients(seed, B, T, V, start, extra, C):
     """embedding_backward's dwte (with repeated token ids, V small) and dwpe (positions start..
@@ -343,7 +356,9 @@ def test_cross_entropy_gradients(seed, B, T, V, ignore_frac, dloss):
     targets = random_targets(rng, B, T, V, ignore_frac)
     _, cache = cross_entropy_forward(logits, targets)
     dlogits = cross_entropy_backward(cache, dloss)
-    check_gradients(lambda: dloss * cross_entropy_forward(logits, targets)[0], {"logits": logits}, {"logits": dlogits})
+    check_gradients(
+        lambda: dloss * cross_entropy_forward(logits, targets)[0], {"logits": logits}, {"logits": dlogits}
+    )
 
 
 def test_layernorm_gradients_two_channels():
@@ -356,7 +371,8 @@ def test_layernorm_gradients_two_channels():
     dx, dw, db = layernorm_backward(dout, cache)
     assert np.abs(dx).max() > 0.01
     check_gradients(
-        lambda: np.sum(layernorm_forward(x, w, b, eps=1.0)[0] * dout), {"x": x, "w": w, "b": b},
+        lambda: np.sum(layernorm_forward(x, w, b, eps=1.0)[0] * dout),
+        {"x": x, "w": w, "b": b},
         {"x": dx, "w": dw, "b": db},
     )
 
@@ -384,8 +400,12 @@ def test_layernorm_forward_reference(seed, B, T, C):
     rng = np.random.default_rng(seed)
     x, w, b = spread_rows(rng, (B, T, C)), normal(rng, (C,)), normal(rng, (C,))
     mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-    np.testing.assert_allclose(layernorm_forward(x, w, b)[0], (x - mean) / np.sqrt(var + 1e-5) * w + b, atol=1e-12)
-    np.testing.assert_allclose(layernorm_forward(x, w, None)[0], (x - mean) / np.sqrt(var + 1e-5) * w, atol=1e-12)
+    np.testing.assert_allclose(
+        layernorm_forward(x, w, b)[0], (x - mean) / np.sqrt(var + 1e-5) * w + b, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        layernorm_forward(x, w, None)[0], (x - mean) / np.sqrt(var + 1e-5) * w, atol=1e-12
+    )
     out = layernorm_forward(x, np.ones(C), np.zeros(C))[0]
     np.testing.assert_allclose(out.mean(-1), 0.0, atol=1e-12)
     np.testing.assert_allclose(out.var(-1, keepdims=True), var / (var + 1e-5), rtol=1e-12)
@@ -406,7 +426,9 @@ def test_layernorm_shift_invariance(seed, B, T, C, bias):
     x, w = spread_rows(rng, (B, T, C)), 1.0 + normal(rng, (C,), scale=0.3)
     b = normal(rng, (C,)) if bias else None
     shift = normal(rng, (B, T, 1), scale=5.0)
-    np.testing.assert_allclose(layernorm_forward(x + shift, w, b)[0], layernorm_forward(x, w, b)[0], atol=1e-12)
+    np.testing.assert_allclose(
+        layernorm_forward(x + shift, w, b)[0], layernorm_forward(x, w, b)[0], atol=1e-12
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -597,7 +619,9 @@ def test_attention_causal(seed, B, T, NH, hs, data):
     assert not np.allclose(out1[:, t_change], out2[:, t_change])
 
 
-@given(seed=SEEDS, B=SIZES, T=st.integers(1, 8), NH=SIZES, hs=CHANNELS, extra=st.integers(0, 3), data=st.data())
+@given(
+    seed=SEEDS, B=SIZES, T=st.integers(1, 8), NH=SIZES, hs=CHANNELS, extra=st.integers(0, 3), data=st.data()
+)
 def test_attention_forward_kv_matches_full(seed, B, T, NH, hs, extra, data):
     """Feeding a sequence in chunks (random split points) through attention_forward_kv gives, for
     each chunk, the same output as the matching positions of attention_forward on the whole
@@ -611,7 +635,7 @@ def test_attention_forward_kv_matches_full(seed, B, T, NH, hs, extra, data):
     full = attention_forward(qkv, NH)[0]
     maxT = T + extra
     k_cache, v_cache = np.zeros((B, NH, maxT, hs)), np.zeros((B, NH, maxT, hs))
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         out = attention_forward_kv(qkv[:, start:end], NH, k_cache, v_cache, start)
         assert out.shape == (B, end - start, C)
         np.testing.assert_allclose(out, full[:, start:end], atol=1e-12, rtol=0)
@@ -696,3 +720,10 @@ def test_cross_entropy_all_ignored(dtype):
     dlogits = cross_entropy_backward(cache, 2.5)
     assert dlogits.dtype == dtype and dlogits.shape == logits.shape
     np.testing.assert_array_equal(dlogits, np.zeros_like(logits))
+
+
+@pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
+def test_dropout_rejects_probabilities_outside_0_1(p):
+    """p = 1 would divide by zero; negative or > 1 make no sense: a clear error, not nan."""
+    with pytest.raises(ValueError, match="dropout probability"):
+        dropout_forward(np.ones(3), p, np.random.default_rng(0))

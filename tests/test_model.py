@@ -66,7 +66,10 @@ def model_gradcheck(config, seed, B, T, dropout_seed=None, tolerance=SMOOTH_TOLE
     _, _, cache = gpt_forward(config, params, idx, targets, rng=make_rng())
     grads = gpt_backward(cache)
     results = check_gradients(
-        lambda: gpt_forward(config, params, idx, targets, rng=make_rng())[1], params, grads, tolerance=tolerance
+        lambda: gpt_forward(config, params, idx, targets, rng=make_rng())[1],
+        params,
+        grads,
+        tolerance=tolerance,
     )
     assert [r.name for r in results] == list(param_shapes(config))
 
@@ -112,6 +115,85 @@ def test_dloss_scales_gradients():
     g1, g4 = gpt_backward(cache), gpt_backward(cache, dloss=0.25)
     for name in g1:
         np.testing.assert_allclose(g4[name], 0.25 * g1[name], rtol=1e-13, atol=1e-16, err_msg=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# the forward against an independent reference
+
+
+def reference_logits(config: GPTConfig, params, idx, rng=None):
+    """GPT-2's forward written out directly in numpy (own layernorm, attention and activation),
+    as Hugging Face's GPT2LMHeadModel / nanoGPT: pre-LayerNorm blocks with residuals, tied output
+    layer. Dropout (with a generator) sits where nanoGPT puts it, drawn in forward order: after the
+    embedding, on the attention probabilities, after attn.c_proj and after mlp.c_proj. Only the
+    mask-drawing function is minigpt's."""
+    from minigpt.layers import dropout_forward
+
+    P = params.get
+    p_drop, eps, NH = config.dropout, config.layer_norm_epsilon, config.n_head
+
+    def drop(x):
+        return dropout_forward(x, p_drop, rng)[0]
+
+    def ln(x, w, b):
+        x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps) * w
+        return x if b is None else x + b
+
+    def lin(x, w, b):
+        return x @ w if b is None else x @ w + b
+
+    def act(x):
+        if config.activation == "relu":
+            return np.maximum(x, 0.0)
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+    B, T = idx.shape
+    C = config.n_embd
+    x = drop(P("wte.weight")[idx] + P("wpe.weight")[:T])
+    for i in range(config.n_layer):
+        h = f"h.{i}."
+        qkv = lin(
+            ln(x, P(h + "ln_1.weight"), P(h + "ln_1.bias")),
+            P(h + "attn.c_attn.weight"),
+            P(h + "attn.c_attn.bias"),
+        )
+        q, k, v = (
+            qkv[..., j * C : (j + 1) * C].reshape(B, T, NH, C // NH).transpose(0, 2, 1, 3) for j in range(3)
+        )
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(C // NH)
+        scores = np.where(np.tril(np.ones((T, T), dtype=bool)), scores, -np.inf)
+        att = np.exp(scores - scores.max(-1, keepdims=True))
+        att = drop(att / att.sum(-1, keepdims=True))
+        y = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+        x = x + drop(lin(y, P(h + "attn.c_proj.weight"), P(h + "attn.c_proj.bias")))
+        m = act(
+            lin(
+                ln(x, P(h + "ln_2.weight"), P(h + "ln_2.bias")),
+                P(h + "mlp.c_fc.weight"),
+                P(h + "mlp.c_fc.bias"),
+            )
+        )
+        x = x + drop(lin(m, P(h + "mlp.c_proj.weight"), P(h + "mlp.c_proj.bias")))
+    return ln(x, P("ln_f.weight"), P("ln_f.bias")) @ P("wte.weight").T
+
+
+@pytest.mark.parametrize(
+    "activation, bias, dropout",
+    [("gelu", True, 0.0), ("relu", False, 0.0), ("gelu", True, 0.2), ("relu", False, 0.2)],
+)
+def test_forward_matches_reference(activation, bias, dropout):
+    """gpt_forward's logits equal an independent reference forward (float64, 1e-12) for both
+    activations and bias settings, in evaluation and with dropout masks from the same seed: the
+    architecture (pre-LN, residuals, tied head, dropout sites) is GPT-2's, which the gradient check
+    alone cannot show (a consistent error in forward and backward passes it)."""
+    config = TINY.replace(activation=activation, bias=bias, dropout=dropout)
+    params = random_params(config, 21)
+    idx, _ = random_batch(config, 22, 3, 5)
+    for make_rng in (lambda: None, lambda: np.random.default_rng(5)):
+        logits = gpt_forward(config, params, idx, rng=make_rng())[0]
+        np.testing.assert_allclose(
+            logits, reference_logits(config, params, idx, make_rng()), rtol=0, atol=1e-12
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,3 +502,15 @@ def test_backward_without_targets():
     assert loss is None
     with pytest.raises(InputError, match="needs a loss.*targets"):
         gpt_backward(cache)
+
+
+def test_kv_cache_forward_refuses_targets():
+    """The KV cache is for inference: asking for a loss with it is a clear error, not a crash in
+    gpt_backward later."""
+    from minigpt.generate import KVCache
+
+    cfg = GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4)
+    params = init_params(cfg)
+    idx = np.zeros((1, 2), dtype=np.int64)
+    with pytest.raises(InputError, match="inference only"):
+        gpt_forward(cfg, params, idx, idx, kv=KVCache(cfg, 1, np.float32))

@@ -13,6 +13,8 @@ def dropout_forward(x, p, rng):
 
     Returns (out, cache) where cache is the scaled keep-mask (same shape as x) or None.
     """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if p == 0.0 or rng is None:
         return x, None
     keep = rng.random(x.shape) >= p  # True with probability 1 - p

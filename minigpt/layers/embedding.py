@@ -35,7 +35,7 @@ def embedding_backward(dout, cache):
     -------
     dwte : (V, C): row v is the sum of dout over every position holding token v.
         np.add.at accumulates repeated ids correctly (plain fancy-index += would keep only the
-        last), but is slow; the numba kernel does the scatter-add in one loop.
+        last one of each id), but it is slow; a compiled loop does the same scatter-add faster.
     dwpe : (maxT, C): row start + t is dout[:, t] summed over the batch; unused rows get zero.
     """
     idx, V, maxT, start = cache
