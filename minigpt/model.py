@@ -121,6 +121,17 @@ def check_tokens(idx, config: GPTConfig, what: str = "token ids") -> np.ndarray:
     return idx
 
 
+def check_targets(targets, shape, config: GPTConfig) -> np.ndarray:
+    """Validate targets: integers of the token ids' shape, in [0, V) or IGNORE_INDEX."""
+    targets = np.asarray(targets)
+    if targets.shape != shape:
+        raise InputError(f"targets shape {targets.shape} must equal the token ids' shape {shape}")
+    ok = (targets == IGNORE_INDEX) | ((targets >= 0) & (targets < config.vocab_size))
+    if not np.issubdtype(targets.dtype, np.integer) or not ok.all():
+        raise InputError(f"targets must be integers in [0, {config.vocab_size}) or {IGNORE_INDEX} (ignored)")
+    return targets
+
+
 # ----------------------------------------------------------------------------------------------
 # one transformer block
 
@@ -210,12 +221,7 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None)
     if start + idx.shape[1] > config.block_size:
         raise InputError(f"positions up to {start + idx.shape[1]} exceed block_size {config.block_size}")
     if targets is not None:
-        targets = np.asarray(targets)
-        if targets.shape != idx.shape:
-            raise InputError(f"targets shape {targets.shape} must equal the token ids' shape {idx.shape}")
-        ok = (targets == IGNORE_INDEX) | ((targets >= 0) & (targets < config.vocab_size))
-        if not np.issubdtype(targets.dtype, np.integer) or not ok.all():
-            raise InputError(f"targets must be integers in [0, {config.vocab_size}) or {IGNORE_INDEX} (ignored)")
+        targets = check_targets(targets, idx.shape, config)
     P = params.get
     if kv is not None:
         rng = None  # no dropout while decoding
