@@ -98,18 +98,13 @@ def build_parser() -> Parser:
 
 def cmd_train(args) -> int:
     from .checkpoint import load_checkpoint
-    from .train import DEFAULT_PRESET, RESUME_NAME, TrainConfig, preset, train
+    from .train import DEFAULT_PRESET, TrainConfig, preset, resume_path, train
 
     train_given = given(args, TrainConfig, skip=("resume",))
     model_given = given(args, GPTConfig)
     if args.resume:
         # continue with the run's own settings; flags given now override them (e.g. --max-iters)
-        from pathlib import Path
-
-        state = Path(train_given.get("out_dir", "out")) / RESUME_NAME
-        if not state.is_file():
-            raise InputError(f"nothing to resume: {state} not found; start the run without --resume")
-        stored = load_checkpoint(state).meta.get("train_config", {})
+        stored = load_checkpoint(resume_path(train_given.get("out_dir", "out"))).meta.get("train_config", {})
         tc = TrainConfig(**{**stored, **train_given, "resume": True, "init_from": None})
         model_config = model_given
     else:

@@ -131,6 +131,14 @@ def preset(name: str) -> tuple[dict, dict]:
     return dict(PRESETS[name]["model"]), dict(PRESETS[name]["train"])
 
 
+def resume_path(out_dir) -> Path:
+    """The run's resume state, which --resume needs."""
+    path = Path(out_dir) / RESUME_NAME
+    if not path.is_file():
+        raise InputError(f"nothing to resume: {path} not found; start the run without --resume")
+    return path
+
+
 def step_rng(seed: int, step: int, stream: int) -> np.random.Generator:
     """The generator for one stream (batches, dropout, evaluation) at one step."""
     return np.random.default_rng([seed, step, stream])
@@ -245,9 +253,7 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
 
     step, evaluated, best_val = 0, False, math.inf
     if tc.resume:
-        state_path = out_dir / RESUME_NAME
-        if not state_path.is_file():
-            raise InputError(f"nothing to resume: {state_path} not found; start the run without --resume")
+        state_path = resume_path(out_dir)
         ck = load_checkpoint(state_path)
         if not ck.optim or "step" not in ck.meta:
             raise InputError(f"{state_path} holds no optimizer state to resume from")

@@ -171,3 +171,49 @@ def test_python_dash_m_and_exit_statuses(trained):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "checkpoint not found" in bad.stderr
     none = subprocess.run([sys.executable, "-m", "minigpt"], capture_output=True, text=True, env=env)
     assert none.returncode == 2 and "train" in none.stderr
+
+
+TINY_RUN = ["train", "--preset", "tiny", "--max-iters", "40", "--eval-interval", "20", "--eval-iters", "1",
+            "--block-size", "16", "--log-interval", "10"]  # fmt: skip
+
+
+def test_piped_output_has_plain_lines_only(trained, tmp_path):
+    """Not on a terminal (CI logs): no progress bar, no carriage returns, just log lines."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    _, text, _ = trained
+    r = subprocess.run([sys.executable, "-m", "minigpt", *TINY_RUN, "--data", str(text), "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stdout + r.stderr and "it/s" not in r.stdout + r.stderr
+    assert "iter 10: loss" in r.stdout and "step 20: train loss" in r.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_terminal_output_shows_a_progress_bar(trained, tmp_path):
+    """On a terminal, a tqdm progress bar runs alongside the same log lines."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    _, text, _ = trained
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # a 100-column terminal
+    proc = subprocess.Popen([sys.executable, "-m", "minigpt", *TINY_RUN, "--data", str(text), "--out-dir",
+                             str(tmp_path)], stdout=slave, stderr=slave, env=env)  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    out = b"".join(chunks).decode(errors="replace")
+    assert "it/s" in out and "/40" in out  # the bar: rate and total
+    assert "iter 10: loss" in out and "step 20: train loss" in out
