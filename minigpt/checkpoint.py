@@ -149,8 +149,9 @@ def load_checkpoint(path) -> Checkpoint:
     optim = {"m": {}, "v": {}}
     params = {}
     for name, a in tensors.items():
-        if name.startswith(OPTIM_PREFIXES):
-            optim[name[6]][name[len("optim.m.") :]] = a
+        if name.startswith(OPTIM_PREFIXES):  # "optim.m.<param>" or "optim.v.<param>"
+            _, kind, param = name.split(".", 2)
+            optim[kind][param] = a
         else:
             params[name] = a
     missing = [n for n in shapes if n not in params]

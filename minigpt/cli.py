@@ -59,7 +59,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("train", help="train a model (default: the baby preset on the embedded Python reference text)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help=f"starting values for every field (default {DEFAULT_PRESET})")  # fmt: skip
+                   help=f"starting values for every field (default {DEFAULT_PRESET})")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout (log lines go to stderr)")
     add_dataclass_flags(p, GPTConfig)
     add_dataclass_flags(p, TrainConfig, skip=("resume",))
@@ -68,7 +68,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("sample", help="generate text from a checkpoint, streamed to stdout")
     p.add_argument("--ckpt", required=True, help="checkpoint file (e.g. out/ckpt.safetensors)")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline); a prompt longer than "
-                   "block_size keeps its last block_size characters")  # fmt: skip
+                   "block_size keeps its last block_size characters")
     p.add_argument("--max-new-tokens", type=int, default=500)
     p.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is more conservative")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
@@ -133,7 +133,7 @@ def cmd_sample(args) -> int:
     out.write(args.prompt)
     out.flush()
     for token in generate(ck.config, ck.params, prompt_ids, args.max_new_tokens, args.temperature,
-                          args.top_k, args.top_p, args.seed, use_cache=args.kv_cache):  # fmt: skip
+                          args.top_k, args.top_p, args.seed, use_cache=args.kv_cache):
         out.write(ck.tokenizer.chars[token])
         out.flush()
     out.write("\n")
@@ -157,7 +157,7 @@ def cmd_eval(args) -> int:
         print(json.dumps(result))
     else:
         print(f"val loss {result['val_loss']:.4f}, perplexity {result['perplexity']:.3f}, "
-              f"bits per char {result['bits_per_char']:.4f} ({result['tokens']:,} tokens of {result['data']})")  # fmt: skip
+              f"bits per char {result['bits_per_char']:.4f} ({result['tokens']:,} tokens of {result['data']})")
     return 0
 
 
@@ -190,7 +190,7 @@ def cmd_bench(args) -> int:
     else:
         print(f"{args.max_new_tokens} new tokens, n_layer 6, n_head 6, n_embd 384, block_size 256: "
               f"{result['tokens_per_s_kv_cache']:.1f} tokens/s with the KV cache, "
-              f"{result['tokens_per_s_no_cache']:.1f} without ({result['speedup']:.1f}x)")  # fmt: skip
+              f"{result['tokens_per_s_no_cache']:.1f} without ({result['speedup']:.1f}x)")
     return 0
 
 

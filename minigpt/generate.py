@@ -81,7 +81,7 @@ def next_token_probs(logits, temperature: float = 1.0, top_k=None, top_p=None) -
 
 
 def generate(config: GPTConfig, params, prompt_ids, max_new_tokens: int, temperature: float = 1.0,
-             top_k=None, top_p=None, seed=None, use_cache: bool = True):  # fmt: skip
+             top_k=None, top_p=None, seed=None, use_cache: bool = True):
     """Yield max_new_tokens sampled token ids, one at a time, following prompt_ids (1-D).
 
     The same seed gives the same tokens, with or without the cache (up to ties decided by

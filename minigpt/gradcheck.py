@@ -104,7 +104,7 @@ def compare(name: str, analytic, numeric, tolerance: float = SMOOTH_TOLERANCE) -
 
 
 def check_gradients(f, inputs: dict, analytic: dict, h: float = DEFAULT_STEP,
-                    tolerance: float = SMOOTH_TOLERANCE) -> list[GradCheckResult]:  # fmt: skip
+                    tolerance: float = SMOOTH_TOLERANCE) -> list[GradCheckResult]:
     """Check every array in `inputs` (name -> array, perturbed in place) against `analytic`
     (name -> gradient) for the scalar function f(). Raises AssertionError listing every failing
     tensor with its worst element; returns the results when all pass."""

@@ -161,7 +161,7 @@ def block_forward(config: GPTConfig, params, i: int, x, rng=None, kv=None):
     fcproj, fcdrop_cache = dropout_forward(fcproj, drop, rng)
     x = x + fcproj  # residual
     cache = (ln1_cache, qkv_cache, att_cache, attproj_cache, attdrop_cache,
-             ln2_cache, fc_cache, act_cache, fcproj_cache, fcdrop_cache)  # fmt: skip
+             ln2_cache, fc_cache, act_cache, fcproj_cache, fcdrop_cache)
     return x, cache
 
 
@@ -170,7 +170,7 @@ def block_backward(config: GPTConfig, i: int, dx, cache, grads):
     gradient at its input and writes the block's parameter gradients into grads."""
     p = f"h.{i}."
     (ln1_cache, qkv_cache, att_cache, attproj_cache, attdrop_cache,
-     ln2_cache, fc_cache, act_cache, fcproj_cache, fcdrop_cache) = cache  # fmt: skip
+     ln2_cache, fc_cache, act_cache, fcproj_cache, fcdrop_cache) = cache
     _, act_backward = ACTIVATION_FUNCTIONS[config.activation]
     g = grads  # bias gradients are None when bias=False; gpt_backward drops them
     # MLP branch: x_out = x_mid + dropout(c_proj(act(c_fc(ln_2(x_mid)))))

@@ -41,7 +41,7 @@ from .config import GPTConfig
 from .data import default_corpus, get_batch, load_text, split
 from .errors import InputError
 from .evaluate import estimate_loss
-from .model import gpt_backward, gpt_forward, init_params
+from .model import gpt_backward, gpt_forward, init_params, num_params
 from .optim import AdamW, clip_grad_norm, get_lr
 from .tokenizer import CharTokenizer
 
@@ -165,7 +165,7 @@ class Reporter:
         self.metrics = open(metrics_path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
         # disable=None: tqdm shows the bar only when stderr is a terminal
         self.bar = tqdm(total=total, initial=initial, disable=None if not quiet else True,
-                        unit="it", dynamic_ncols=True, leave=False)  # fmt: skip
+                        unit="it", dynamic_ncols=True, leave=False)
 
     def record(self, line: str, **fields):
         self.metrics.write(json.dumps(fields) + "\n")
@@ -284,7 +284,7 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
     B, T, accum = tc.batch_size, config.block_size, tc.gradient_accumulation_steps
     tokens_per_iter = B * T * accum
     meta_base = {"train_config": dataclasses.asdict(tc), "seed": tc.seed,
-                 "rng": "numpy default_rng([seed, step, stream]); streams 0 batches, 1 dropout, 2 eval"}  # fmt: skip
+                 "rng": "numpy default_rng([seed, step, stream]); streams 0 batches, 1 dropout, 2 eval"}
     ckpt_path, state_path = out_dir / CKPT_NAME, out_dir / RESUME_NAME
 
     def save_state():
@@ -294,13 +294,13 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
     def diverged(what: str, at: int) -> str:
         last = f"from iter {saved_step}" if saved_step is not None else "none written by this run"
         return (f"{what} at iter {at}; stopped without saving. The last good checkpoint ({last}) is intact in "
-                f"{out_dir}; try a lower --learning-rate (now {tc.learning_rate}) or a smaller --grad-clip")  # fmt: skip
+                f"{out_dir}; try a lower --learning-rate (now {tc.learning_rate}) or a smaller --grad-clip")
 
     reporter = Reporter(out_dir / METRICS_NAME, stream, tc.max_iters, min(step, tc.max_iters), quiet)
-    n_params = sum(p.size for p in params.values())
+    n_params = num_params(params)
     reporter.say(f"model: {n_params:,} parameters, {config.n_layer} layers, {config.n_head} heads, "
                  f"{config.n_embd} channels, vocab {config.vocab_size}, block {T}, {tc.dtype}; "
-                 f"data: {len(train_ids):,} train / {len(val_ids):,} val tokens")  # fmt: skip
+                 f"data: {len(train_ids):,} train / {len(val_ids):,} val tokens")
     step_ms, last_eval, saved_step, interrupted = [], {}, None, False
     try:
         with GracefulInterrupt(reporter.say) as interrupt:
@@ -324,8 +324,9 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                     break
 
                 t0 = time.perf_counter()
-                lr = get_lr(step, tc.learning_rate, tc.warmup_iters, tc.lr_decay_iters, tc.min_lr) if tc.decay_lr \
-                    else tc.learning_rate  # fmt: skip
+                lr = tc.learning_rate
+                if tc.decay_lr:
+                    lr = get_lr(step, tc.learning_rate, tc.warmup_iters, tc.lr_decay_iters, tc.min_lr)
                 batch_rng, dropout_rng = step_rng(tc.seed, step, STREAM_BATCH), step_rng(tc.seed, step, STREAM_DROPOUT)
                 loss, grads = 0.0, None
                 for _ in range(accum):
@@ -346,7 +347,7 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                         f"{tokens_per_iter / dt:,.0f} tokens/s",
                         iter=step, loss=loss, lr=lr, ms_per_iter=dt * 1000, tokens_per_s=tokens_per_iter / dt,
                         grad_norm=norm,
-                    )  # fmt: skip
+                    )
                 step += 1
                 evaluated = False
                 reporter.bar.update(1)
