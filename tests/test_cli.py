@@ -217,3 +217,9 @@ def test_terminal_output_shows_a_progress_bar(trained, tmp_path):
     out = b"".join(chunks).decode(errors="replace")
     assert "it/s" in out and "/40" in out  # the bar: rate and total
     assert "iter 10: loss" in out and "step 20: train loss" in out
+
+
+def test_eval_batch_size_must_be_positive(trained, capsys):
+    _, _, ckpt = trained
+    code, _, err = run_catching_exit(["eval", "--ckpt", str(ckpt), "--batch-size", "0"], capsys)
+    assert code == 2 and "--batch-size must be >= 1" in err and err.count("\n") == 1

@@ -258,3 +258,16 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path, text_file):
     assert load_checkpoint(out / RESUME_NAME).meta["step"] == stopped + 2
     iters = [r["iter"] for r in records(out) if "loss" in r]
     assert iters == list(range(stopped + 2))  # one uninterrupted log, no duplicates
+
+
+def test_vocab_size_smaller_than_the_text_and_resume_without_optimizer_state(tmp_path, text_file):
+    """--vocab-size below the text's character count, and a resume file that holds weights but no
+    optimizer state, are each a one-line InputError."""
+    with pytest.raises(InputError, match="vocab_size 3 is smaller than the text's"):
+        train(config(tmp_path / "v", text_file), {**MODEL, "vocab_size": 3}, quiet=True)
+    tc = config(tmp_path / "r", text_file, max_iters=1)
+    train(tc, MODEL, quiet=True)
+    ck = load_checkpoint(Path(tc.out_dir) / CKPT_NAME)
+    save_checkpoint(Path(tc.out_dir) / RESUME_NAME, ck.config, ck.params, ck.tokenizer, ck.meta)  # no moments
+    with pytest.raises(InputError, match="holds no optimizer state"):
+        train(config(tmp_path / "r", text_file, resume=True), {}, quiet=True)
