@@ -150,3 +150,61 @@ def attention_backward(dout, cache):
     dqkv = np.zeros_like(qkv)
     _backward(contiguous(dout, qkv.dtype), qkv, n_head, att, mask, has_mask, dqkv)
     return dqkv
+
+
+@twins(parallel=False)  # decoding: B * NH small tasks of a few microseconds, a thread hand-off costs more
+def _decode(dtype):
+    zero, one = dtype(0.0), dtype(1.0)
+
+    def kernel(qkv, n_head, k_cache, v_cache, start, out):
+        # qkv (B, Tn, 3C) for positions start..start+Tn-1; caches (B, NH, maxT, hs); out (B, Tn, C)
+        B, Tn, C3 = qkv.shape
+        C = C3 // 3
+        hs = C // n_head
+        scale = one / math.sqrt(dtype(hs))
+        scores = np.empty(start + Tn, dtype)
+        for b in range(B):
+            for h in range(n_head):
+                qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+                for i in range(Tn):  # store the new keys and values first: query i sees them too
+                    k_cache[b, h, start + i, :] = qkv[b, i, ko : ko + hs]
+                    v_cache[b, h, start + i, :] = qkv[b, i, vo : vo + hs]
+                for i in range(Tn):
+                    q = qkv[b, i, qo : qo + hs]
+                    n = start + i + 1  # query at position start + i sees keys 0..start+i
+                    mx = -np.inf
+                    for s in range(n):
+                        k = k_cache[b, h, s]
+                        acc = zero
+                        for d in range(hs):
+                            acc += q[d] * k[d]
+                        acc *= scale
+                        scores[s] = acc
+                        mx = max(mx, acc)
+                    total = zero
+                    for s in range(n):
+                        e = math.exp(scores[s] - mx)
+                        scores[s] = e
+                        total += e
+                    inv = one / total
+                    y = out[b, i, qo : qo + hs]
+                    y[:] = zero
+                    for s in range(n):
+                        a = scores[s] * inv
+                        v = v_cache[b, h, s]
+                        for d in range(hs):
+                            y[d] += a * v[d]
+
+    return kernel
+
+
+def attention_forward_kv(qkv, n_head, k_cache, v_cache, start):
+    """Twin of minigpt.layers.attention.attention_forward_kv: attention of new positions
+    start..start+Tn-1 over the cached keys and values, which it extends in place.
+    qkv: (B, Tn, 3C); k_cache, v_cache: (B, NH, maxT, hs) C-contiguous -> out (B, Tn, C)."""
+    if not (k_cache.flags.c_contiguous and v_cache.flags.c_contiguous):
+        raise ValueError("the KV caches are written in place, so they must be C-contiguous")
+    qkv = contiguous(qkv)
+    out = np.empty((qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3), qkv.dtype)
+    _decode(qkv, n_head, k_cache, v_cache, start, out)
+    return out

@@ -53,13 +53,14 @@ def _backward(dtype):
             m2 = dtype(0.0)
             for j in range(C):
                 dxh = dout[i, j] * w[j]
-                m1 += dxh
+                dx[i, j] = dxh  # kept, not recomputed: an FMA-contracted recompute would differ
+                m1 += dxh  # from m1 by a rounding error (C = 1 must give exactly 0, as NumPy)
                 m2 += dxh * xhat[i, j]
             m1 *= inv_c
             m2 *= inv_c
             r = rstd[i]
             for j in range(C):
-                dx[i, j] = r * (dout[i, j] * w[j] - m1 - xhat[i, j] * m2)
+                dx[i, j] = r * (dx[i, j] - m1 - xhat[i, j] * m2)
         # dw = sum over rows of dout * xhat, db = sum of dout: each chunk owns its partial sums
         n_chunks = dw_parts.shape[0]
         for k in numba.prange(n_chunks):
