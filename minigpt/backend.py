@@ -105,3 +105,18 @@ def ops_for(name: str) -> SimpleNamespace:
 def ops() -> SimpleNamespace:
     """The active backend's functions."""
     return ops_for(get_backend())
+
+
+@contextmanager
+def patched(name: str, namespace: SimpleNamespace):
+    """Run a block with the named backend's functions replaced by namespace (which must provide
+    every name in OPS), e.g. wrapped in timers by `minigpt bench`; restored afterwards."""
+    missing = [op for op in OPS if not hasattr(namespace, op)]
+    if missing:
+        raise ValueError(f"the replacement namespace lacks {', '.join(missing)}")
+    original = ops_for(name)
+    _namespaces[name] = namespace
+    try:
+        yield namespace
+    finally:
+        _namespaces[name] = original

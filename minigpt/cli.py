@@ -86,10 +86,19 @@ def build_parser() -> Parser:
     p.add_argument("name", choices=["shakespeare"])
     p.add_argument("--dir", default=None, help="where to keep it (default: $MINIGPT_CACHE or ~/.cache/minigpt)")
 
-    p = sub.add_parser("bench", help="benchmarks")
-    p.add_argument("what", choices=["kvcache"], help="kvcache: sampling tokens/s with and without the KV cache")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("bench", help="training-step speed of both backends and PyTorch, side by side")
+    p.add_argument("what", nargs="?", choices=["train", "kvcache"], default="train",
+                   help="train (default): ms per training step, GFLOP/s, where the step goes, sampling "
+                   "tokens/s; kvcache: sampling tokens/s with and without the KV cache")
+    p.add_argument("--presets", nargs="+", default=["baby", "small"], metavar="NAME", help="baby and/or small")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation, alternating (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation first (default 1)")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed run (default: baby 10, small 2)")
+    p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch twin")
+    p.add_argument("--sample-tokens", type=int, default=200, help="new tokens for the sampling figure")
+    p.add_argument("--out", default="bench.json", help="where to write the JSON results (default bench.json)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="kvcache: new tokens to generate")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
     return parser
 
 
@@ -169,6 +178,26 @@ def cmd_data(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.what == "kvcache":
+        return bench_kvcache(args)
+    from . import bench
+    from .checkpoint import atomic_write_text
+
+    if args.steps is not None and args.steps < 1:
+        raise InputError(f"--steps must be >= 1, got {args.steps}")
+    atomic_write_text(args.out, "{}\n")  # fail now, not after minutes of timing, if it cannot be written
+    out = sys.stderr if args.json else sys.stdout
+    result = bench.run(args.presets, args.repeats, args.warmup,
+                       {name: args.steps for name in args.presets} if args.steps else None,
+                       args.torch, args.sample_tokens, say=lambda line: print(line, file=out, flush=True))  # fmt: skip
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    print(f"\nwrote {args.out}", file=out)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def bench_kvcache(args) -> int:
     """Sampling speed with and without the KV cache, at the size the issue names: n_layer 6,
     n_head 6, n_embd 384, block_size 256 (random weights: speed does not depend on them)."""
     import numpy as np
