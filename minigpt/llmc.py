@@ -110,7 +110,7 @@ def unflatten(config: GPTConfig, data: np.ndarray, Vp: int) -> dict:
         a = data[pos : pos + n].reshape(shape)
         pos += n
         out[name] = a[: config.vocab_size] if name == "wte.weight" else (a.T if is_linear_weight(name) else a)
-    return {name: np.ascontiguousarray(out[name]) for name in shapes}
+    return {name: np.array(out[name], order="C") for name in shapes}  # writable copies, not views of the file
 
 
 def num_floats(config: GPTConfig, Vp: int) -> int:
