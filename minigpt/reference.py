@@ -121,7 +121,7 @@ from .layers import (
     relu_backward,
     relu_forward,
 )
-from .layers.attention import masked_softmax, merge_heads, split_heads
+from .layers.attention import masked_softmax, split_heads
 from .model import ACTIVATION_FUNCTIONS, gpt_backward, gpt_forward, init_params
 from .optim import AdamW, clip_grad_norm, get_lr
 
@@ -398,12 +398,12 @@ def export_ops(settings: ReferenceSettings, B=2, T=5, C=8, NH=2, V=11, maxT=8) -
     opt.v = {k: np.abs(0.01 * randn(*v.shape)) for k, v in p.items()}
     grads = {k: randn(*v.shape) for k, v in p.items()}
     tensors = {}
-    for k in p:
-        tensors.update({f"{k}.param": p[k].copy(), f"{k}.grad": grads[k], f"{k}.m": opt.m[k].copy(),
+    for k, v in p.items():
+        tensors.update({f"{k}.param": v.copy(), f"{k}.grad": grads[k], f"{k}.m": opt.m[k].copy(),
                         f"{k}.v": opt.v[k].copy()})
     opt.step(p, grads, hp["lr"])
-    for k in p:
-        tensors.update({f"{k}.param_out": p[k], f"{k}.m_out": opt.m[k], f"{k}.v_out": opt.v[k]})
+    for k, v in p.items():
+        tensors.update({f"{k}.param_out": v, f"{k}.m_out": opt.m[k], f"{k}.v_out": opt.v[k]})
     add("adamw", tensors, t=opt.t, **hp)
     return files
 

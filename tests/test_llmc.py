@@ -8,8 +8,7 @@ every malformed file is refused with one line.
 import numpy as np
 import pytest
 
-from minigpt import GPTConfig, gpt_backward, gpt_forward
-from minigpt import llmc
+from minigpt import GPTConfig, gpt_backward, gpt_forward, llmc
 from minigpt import reference as ref
 from minigpt.cli import main
 from minigpt.errors import InputError
@@ -29,7 +28,7 @@ def test_checkpoint_header_and_layout(tmp_path):
     h = np.frombuffer(data[:1024], dtype="<i4")
     assert list(h[:8]) == [20240326, 3, 8, 130, 2, 2, 8, 256] and not h[8:].any()
     f = np.frombuffer(data[1024:], dtype="<f4")
-    C, L, Vp = 8, 2, 256
+    C, Vp = 8, 256
     np.testing.assert_array_equal(f[: 130 * C].reshape(130, C), params["wte.weight"])
     assert not f[130 * C : Vp * C].any()  # padded rows are zeros
     pos = Vp * C
