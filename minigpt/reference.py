@@ -51,7 +51,8 @@ Every float tensor has the file's dtype (float32 or float64); ids are int32.
 
 Metadata (strings): format "minigpt-reference", format_version, kind "model", config (JSON of
 GPTConfig), settings (JSON of ReferenceSettings: seed, dtype, batch, steps and the AdamW, clipping
-and schedule hyperparameters), minigpt_version, and doc (a one-line pointer here).
+and schedule hyperparameters), minigpt_version, doc (a one-line pointer here) and order
+(JSON list of the tensor names in computation order; safetensors itself sorts them by name).
 
 One optimizer step, exactly (minigpt.optim, torch.optim.AdamW semantics):
     g <- g * min(1, grad_clip / (norm + 1e-6))   over all gradients together (no clipping if grad_clip is 0)
@@ -139,10 +140,11 @@ class Tolerance:
 # The default tolerances, by the lower precision of the two files compared. They bound the
 # difference between two CORRECT implementations that sum in different orders:
 # - float64: 1e-10 of the tensor's scale; a correct float64 implementation lands around 1e-14,
-#   through the whole model and 10 AdamW steps (PyTorch measured: tests/test_torch_parity.py).
+#   through the whole model and 10 AdamW steps (PyTorch float64 measured at 2.5e-15).
 # - float32: 1e-5 of the tensor's scale, for the forward and the gradients. Rounding differs by
-#   ~1e-7 per op and grows through the layers (PyTorch float32 vs minigpt float32 measured at a few
-#   1e-7). Trained parameters (final.*) are looser, 1e-3: Adam divides by sqrt(v), so a gradient
+#   ~1e-7 per op and grows through the layers (PyTorch float32 vs minigpt float32 measured up to
+#   1.4e-6 on order-1 weights, tests/test_torch_parity.py). Trained parameters (final.*) are
+#   looser, 1e-3: Adam divides by sqrt(v), so a gradient
 #   element that is tiny and differs by rounding can move its parameter by up to lr per step in a
 #   different direction. A real bug (a wrong sign, scale, mask or index) misses these by orders
 #   of magnitude.
@@ -419,6 +421,7 @@ def write_reference(path, tensors: dict, meta: dict):
     path = Path(path)
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "minigpt_version": __version__, "doc": DOC}
     metadata.update(meta)
+    metadata["order"] = json.dumps(list(tensors))  # safetensors sorts names; keep the computation order
     # C-contiguous copies (safetensors 0.8.0 issue #825); not ascontiguousarray, which turns a
     # 0-d array (the loss) into shape (1,)
     arrays = {k: np.array(v, order="C") for k, v in tensors.items()}
@@ -449,7 +452,12 @@ def read_safetensors(path) -> tuple[dict, dict]:
     except Exception as e:  # noqa: BLE001 (safetensors raises several types for bad files)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"{path}: not a readable safetensors file ({first})") from None
-    return tensors, metadata
+    try:
+        order = [name for name in json.loads(metadata.get("order", "[]")) if name in tensors]
+    except (json.JSONDecodeError, TypeError):
+        order = []
+    order += sorted(set(tensors) - set(order))
+    return {name: tensors[name] for name in order}, metadata
 
 
 def file_config(meta: dict):
@@ -554,7 +562,8 @@ def compare_tensor(name, golden, candidate, dtype: str, atol=None, rtol=None) ->
 
 
 def check(golden: dict, candidate: dict, atol=None, rtol=None, allow_missing=False) -> CheckReport:
-    """Compare two dicts of tensors by name (in the golden file's order). atol / rtol override
+    """Compare two dicts of tensors by name, in the golden file's order (computation order for
+    files minigpt writes, so the first failing tensor is where a bug starts). atol / rtol override
     the defaults of TOLERANCES, which follow the lower precision of the two files."""
     kinds = {float_kind(a) for a in list(golden.values()) + list(candidate.values())} - {None}
     dtype = "float32" if "float32" in kinds or not kinds else "float64"
