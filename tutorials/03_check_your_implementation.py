@@ -58,7 +58,7 @@ ref.write_reference(golden_path, tensors, meta)
 print(f"{golden_path.name}: {len(tensors)} tensors")
 for name in ["inputs", "targets", "params.h.0.attn.c_attn.weight", "acts.h.0.ln_1", "acts.h.0.att",
              "acts.logits", "loss", "grads.wte.weight", "train.loss"]:
-    print(f"  {name:32s} {str(tensors[name].shape):14s} {tensors[name].dtype}")
+    print(f"  {name:32s} {tensors[name].shape!s:14s} {tensors[name].dtype}")
 
 # %% [markdown]
 # Note the targets: they are **already shifted**. Row b of `inputs` and `targets` comes from one
