@@ -22,6 +22,7 @@ import math
 import numba
 import numpy as np
 
+from ..layers.attention import merge_heads, split_heads
 from ..layers.dropout import dropout_forward
 from . import contiguous, twins
 
@@ -208,3 +209,86 @@ def attention_forward_kv(qkv, n_head, k_cache, v_cache, start):
     out = np.empty((qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3), qkv.dtype)
     _decode(qkv, n_head, k_cache, v_cache, start, out)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the same attention with its four matrix products in BLAS, and only the scale, causal mask and
+# softmax (forward and backward) fused in numba: one pass per row that visits keys s <= t only
+
+
+@twins(parallel=True)
+def _softmax_causal(dtype):
+    zero, one = dtype(0.0), dtype(1.0)
+
+    def kernel(scores, scale):  # scores (B, NH, T, T) -> probabilities in place, 0 above the diagonal
+        B, NH, T, _ = scores.shape
+        for r in numba.prange(B * NH * T):  # one row (b, h, t) per task
+            row = scores[r // (NH * T), (r // T) % NH, r % T]
+            t = r % T
+            mx = -np.inf
+            for s in range(t + 1):
+                x = row[s] * scale
+                row[s] = x
+                mx = max(mx, x)
+            total = zero
+            for s in range(t + 1):
+                e = math.exp(row[s] - mx)
+                row[s] = e
+                total += e
+            inv = one / total
+            for s in range(t + 1):
+                row[s] *= inv
+            for s in range(t + 1, T):
+                row[s] = zero
+
+    return kernel
+
+
+@twins(parallel=True)
+def _softmax_causal_backward(dtype):
+    zero = dtype(0.0)
+
+    def kernel(datt, att, mask, has_mask, scale):  # datt (B, NH, T, T) -> dscores in place
+        B, NH, T, _ = att.shape
+        for r in numba.prange(B * NH * T):
+            b, h, t = r // (NH * T), (r // T) % NH, r % T
+            d, a = datt[b, h, t], att[b, h, t]
+            if has_mask:  # att_d = att * mask  ->  datt = datt_d * mask
+                m = mask[b, h, t]
+                for s in range(t + 1):
+                    d[s] *= m[s]
+            dot = zero
+            for s in range(t + 1):
+                dot += d[s] * a[s]
+            for s in range(t + 1):  # ds = att * (datt - sum_s datt * att), times the scores' scale
+                d[s] = a[s] * (d[s] - dot) * scale
+            for s in range(t + 1, T):
+                d[s] = zero
+
+    return kernel
+
+
+def attention_forward_blas(qkv, n_head, dropout=0.0, rng=None):
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    q = split_heads(qkv[..., 0:C], n_head)  # (B, NH, T, hs) views of qkv
+    k = split_heads(qkv[..., C : 2 * C], n_head)
+    v = split_heads(qkv[..., 2 * C : 3 * C], n_head)
+    att = q @ k.transpose(0, 1, 3, 2)  # (B, NH, T, T) raw scores; BLAS does the masked half too
+    _softmax_causal(att, qkv.dtype.type(1.0 / math.sqrt(C // n_head)))
+    att_d, att_mask = dropout_forward(att, dropout, rng)
+    return merge_heads(att_d @ v), (q, k, v, att, att_mask)
+
+
+def attention_backward_blas(dout, cache):
+    q, k, v, att, att_mask = cache
+    B, NH, T, hs = q.shape
+    dy = split_heads(dout, NH)  # (B, NH, T, hs)
+    att_d = att if att_mask is None else att * att_mask
+    datt = dy @ v.transpose(0, 1, 3, 2)  # (B, NH, T, T)
+    dv = att_d.transpose(0, 1, 3, 2) @ dy
+    has_mask = att_mask is not None
+    _softmax_causal_backward(datt, att, att_mask if has_mask else att, has_mask, q.dtype.type(1.0 / math.sqrt(hs)))
+    dq = datt @ k  # datt now holds dscores
+    dk = datt.transpose(0, 1, 3, 2) @ q
+    return np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)

@@ -23,7 +23,9 @@ def linear_forward(x, w, b=None):
     out : array of shape (..., C_out)
     cache : (x, w, has_bias) for the backward pass
     """
-    out = x @ w
+    C_in, C_out = w.shape
+    x2 = x.reshape(-1, C_in)  # (B*T, C_in): batch and time folded into rows, so one matrix product
+    out = (x2 @ w).reshape(*x.shape[:-1], C_out)  # (one BLAS call is faster than B calls of T rows)
     if b is not None:
         out += b
     return out, (x, w, b is not None)
@@ -44,9 +46,9 @@ def linear_backward(dout, cache):
     """
     x, w, has_bias = cache
     C_in, C_out = w.shape
-    dx = dout @ w.T
-    x2 = x.reshape(-1, C_in)  # (B*T, C_in): fold batch and time so dw is one matmul
+    x2 = x.reshape(-1, C_in)  # (B*T, C_in): fold batch and time, so each gradient is one matmul
     dout2 = dout.reshape(-1, C_out)  # (B*T, C_out)
+    dx = (dout2 @ w.T).reshape(x.shape)
     dw = x2.T @ dout2
     db = dout2.sum(axis=0) if has_bias else None
     return dx, dw, db
