@@ -13,9 +13,9 @@ Choose with the environment variable MINIGPT_BACKEND=numpy|numba, or from Python
     with backend.use_backend("numpy"):    # for a block
         ...
 
-The model asks for the active set once per forward (`ops()`) and keeps it in its cache, so a
-backward always runs on the backend of its forward: a cache from one backend need not fit the
-other's functions (the numba attention keeps the fused qkv array, the NumPy one its q, k, v).
+The two sets take the same arguments and return the same results and caches. The model asks
+for the active set once per forward (`ops()`) and keeps it in its cache, so a backward always
+runs on the backend of its forward, even if the switch is flipped in between.
 """
 
 from __future__ import annotations

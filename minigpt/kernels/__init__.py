@@ -7,10 +7,9 @@ Matrix products stay in NumPy (OpenBLAS): numba's own `@` needs SciPy and is slo
 
 Every kernel is compiled twice from one Python source (see `twins`):
 - float32: with the NaN-safe fastmath subset {reassoc, contract, nsz, arcp}. Strict IEEE order
-  stops LLVM from vectorizing a float reduction (a sum stays one scalar chain), which made
-  layernorm 5x and attention 2.5x slower here. The subset keeps nnan/ninf off, so isnan and inf
-  still behave: a diverging run is still caught (tests/test_kernels.py checks NaN and inf pass
-  through every kernel).
+  stops LLVM from vectorizing a float reduction (a sum stays one scalar chain; layernorm was 5x
+  slower here). The subset keeps nnan/ninf off, so isnan and inf still behave: a diverging run is
+  still caught (tests/test_kernels.py checks NaN and inf come out where NumPy puts them).
 - float64: strict IEEE, no fastmath, so results match NumPy to rounding.
 Constants are cast to the kernel's dtype when it is built, so float32 kernels compute in float32.
 
