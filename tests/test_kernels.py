@@ -289,17 +289,18 @@ def test_results_do_not_depend_on_thread_count():
     """Kernels parallelize over independent outputs and reduce in fixed chunks: 1 thread and all
     threads give bitwise-identical float32 results."""
     rng = np.random.default_rng(0)
-    x = normal(rng, (8, 64, 96), np.float32)
-    qkv = normal(rng, (4, 32, 3 * 96), np.float32)
-    logits = normal(rng, (4, 32, 65), np.float32)
-    targets = rng.integers(0, 65, (4, 32))
-    w = normal(rng, (96,), np.float32)
+    x = normal(rng, (8, 256, 128), np.float32)  # every array >= PARALLEL_MIN_WORK: the parallel builds
+    qkv = normal(rng, (4, 128, 3 * 128), np.float32)
+    logits = normal(rng, (64, 64, 65), np.float32)
+    targets = rng.integers(0, 65, (64, 64))
+    w = normal(rng, (128,), np.float32)
     g = normal(rng, (300_000,), np.float32)
+    assert min(x.size, 4 * 4 * 128 * 128, logits.size, g.size) >= kernels_pkg.PARALLEL_MIN_WORK
 
     def run():
         ln, ln_c = NB.layernorm_forward(x, w, w)
         ge, ge_c = NB.gelu_forward(x)
-        at, at_c = NB.attention_forward(qkv, 4)
+        at, at_c = NB.attention_forward(qkv, 4)  # att: (4, 4, 128, 128)
         loss, ce_c = NB.cross_entropy_forward(logits, targets)
         p, m, v = g.copy(), np.zeros_like(g), np.zeros_like(g)
         NB.adamw_update(p, g, m, v, 1e-3, 0.9, 0.99, 1e-8, 0.1, 1, True)
@@ -318,6 +319,32 @@ def test_results_do_not_depend_on_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+def test_serial_and_parallel_builds_agree(monkeypatch):
+    """Small calls run the serial build, large ones the parallel build of the same loops: forcing
+    every call onto one or the other gives the same results to float32 rounding. (Not bitwise: LLVM
+    vectorizes the two builds' loops differently. Which build runs depends only on the shapes, so
+    a run is still reproducible.)"""
+    rng = np.random.default_rng(1)
+    x = normal(rng, (4, 33, 40), np.float32)
+    qkv = normal(rng, (2, 17, 3 * 12), np.float32)
+    g = normal(rng, (5000,), np.float32)
+
+    def run():
+        ln, ln_c = NB.layernorm_forward(x, x[0, 0], None)
+        ge, ge_c = NB.gelu_forward(x)
+        at, at_c = NB.attention_forward(qkv, 3)
+        p, m, v = g.copy(), np.zeros_like(g), np.zeros_like(g)
+        NB.adamw_update(p, g, m, v, 1e-3, 0.9, 0.99, 1e-8, 0.1, 1, True)
+        return [ln, *NB.layernorm_backward(x, ln_c)[:2], ge, NB.gelu_backward(x, ge_c), at,
+                NB.attention_backward(at, at_c), p, np.array(NB.sum_of_squares(g))]  # fmt: skip
+
+    serial = run()
+    monkeypatch.setattr(kernels_pkg, "PARALLEL_MIN_WORK", 0)
+    parallel = run()
+    for a, b in zip(serial, parallel):
+        assert_close(a, b, np.float32)
+
+
 def test_one_compiled_signature_per_dtype():
     """Odd shapes, views and non-contiguous inputs reuse one compiled kernel per dtype (each new
     layout or dtype would compile again, 0.4-1 s)."""
@@ -334,8 +361,14 @@ def test_one_compiled_signature_per_dtype():
             NB.attention_backward(out, cache)
     for kernel in (layernorm._forward, layernorm._backward, activation._forward, activation._backward,
                    attention._softmax_causal, attention._softmax_causal_backward):  # fmt: skip
-        for dtype in DTYPES:
-            assert len(kernel.for_dtype(dtype).signatures) == 1, (kernel.build.__name__, dtype)
+        assert kernel._compiled, kernel.build.__name__
+        for (dtype, parallel), compiled in kernel._compiled.items():  # serial and parallel builds
+            assert len(compiled.signatures) == 1, (kernel.build.__name__, dtype, parallel)
+        # numba's disk cache is keyed by qualified name and signature, not by options: each build
+        # needs its own name, or a serial build loads the parallel build's code (measured: a 128-
+        # element call took 85 us instead of 1 us)
+        names = {compiled.py_func.__qualname__ for compiled in kernel._compiled.values()}
+        assert len(names) == len(kernel._compiled), names
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,6 +50,9 @@ def _jit(fn, dtype, parallel):
     """njit one dtype's build of a kernel, cached on disk when a writable cache location exists."""
     global _cache_enabled, _cache_warned
     fastmath = set(FASTMATH_F32) if dtype == np.float32 else False
+    # numba keys its disk cache by the function's qualified name and signature, not by its options:
+    # without a name per build, the serial build would load the parallel one's code from the cache
+    fn.__qualname__ = f"{fn.__qualname__}.{np.dtype(dtype).name}.{'parallel' if parallel else 'serial'}"
     if _cache_enabled:
         try:
             return numba.njit(cache=True, fastmath=fastmath, parallel=parallel, nogil=True)(fn)
@@ -66,26 +69,37 @@ def _jit(fn, dtype, parallel):
     return numba.njit(cache=False, fastmath=fastmath, parallel=parallel, nogil=True)(fn)
 
 
+PARALLEL_MIN_WORK = 1 << 18  # elements; below this a kernel runs on one thread (see Twins)
+
+
 class Twins:
     """A kernel built for float32 and float64 from one source: `build(dtype)` returns the Python
     function with its constants cast to dtype. Calling picks the build by the first array's dtype.
-    Builds compile lazily, on first use of each dtype."""
+
+    A kernel written with numba.prange is also built serially (prange is then range): handing
+    work to the thread pool costs about 0.1 ms per call here, more than the whole of most calls
+    at the baby preset's sizes, so callers ask for the parallel build only for `work` of at least
+    PARALLEL_MIN_WORK elements. Both builds run the same loops and chunks; LLVM vectorizes them
+    differently, so they agree to rounding (not bitwise), and which one runs depends only on the
+    shapes, so a run stays reproducible. Builds compile lazily, on first use."""
 
     def __init__(self, build, parallel=False):
         self.build, self.parallel = build, parallel
         self._compiled = {}
 
-    def for_dtype(self, dtype):
+    def for_dtype(self, dtype, parallel=False):
         dtype = np.dtype(dtype).type
-        fn = self._compiled.get(dtype)
+        key = (dtype, parallel and self.parallel)
+        fn = self._compiled.get(key)
         if fn is None:
             if dtype not in DTYPES:
                 raise TypeError(f"kernels run in float32 or float64, got {np.dtype(dtype)}")
-            fn = self._compiled[dtype] = _jit(self.build(dtype), dtype, self.parallel)
+            fn = self._compiled[key] = _jit(self.build(dtype), dtype, key[1])
         return fn
 
-    def __call__(self, *args):
-        return self.for_dtype(args[0].dtype)(*args)
+    def __call__(self, *args, work=0):
+        """Run on args; `work` (elements touched) decides between the serial and parallel builds."""
+        return self.for_dtype(args[0].dtype, work >= PARALLEL_MIN_WORK)(*args)
 
 
 def twins(parallel=False):

@@ -82,7 +82,7 @@ def gelu_forward(x):
     """Twin of minigpt.layers.activation.gelu_forward. x: any shape -> (out, (x, t))."""
     xf = contiguous(x).reshape(-1)
     out, t = np.empty_like(xf), np.empty_like(xf)
-    _forward(xf, out, t, _chunks(xf.size))
+    _forward(xf, out, t, _chunks(xf.size), work=xf.size)
     return out.reshape(x.shape), (x, t.reshape(x.shape))
 
 
@@ -91,5 +91,5 @@ def gelu_backward(dout, cache):
     x, t = cache
     xf = contiguous(x).reshape(-1)
     dx = np.empty_like(xf)
-    _backward(contiguous(dout, x.dtype).reshape(-1), xf, contiguous(t).reshape(-1), dx, _chunks(xf.size))
+    _backward(contiguous(dout, x.dtype).reshape(-1), xf, contiguous(t).reshape(-1), dx, _chunks(xf.size), work=xf.size)
     return dx.reshape(x.shape)

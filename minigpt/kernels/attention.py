@@ -152,7 +152,7 @@ def attention_forward(qkv, n_head, dropout=0.0, rng=None):
     k = split_heads(qkv[..., C : 2 * C], n_head)
     v = split_heads(qkv[..., 2 * C : 3 * C], n_head)
     att = q @ k.transpose(0, 1, 3, 2)  # (B, NH, T, T) raw scores; BLAS does the masked half too
-    _softmax_causal(att, qkv.dtype.type(1.0 / math.sqrt(C // n_head)))
+    _softmax_causal(att, qkv.dtype.type(1.0 / math.sqrt(C // n_head)), work=att.size)
     att_d, att_mask = dropout_forward(att, dropout, rng)
     return merge_heads(att_d @ v), (q, k, v, att, att_mask)
 
@@ -166,7 +166,8 @@ def attention_backward(dout, cache):
     datt = dy @ v.transpose(0, 1, 3, 2)  # (B, NH, T, T)
     dv = att_d.transpose(0, 1, 3, 2) @ dy
     has_mask = att_mask is not None
-    _softmax_causal_backward(datt, att, att_mask if has_mask else att, has_mask, q.dtype.type(1.0 / math.sqrt(hs)))
+    scale = q.dtype.type(1.0 / math.sqrt(hs))
+    _softmax_causal_backward(datt, att, att_mask if has_mask else att, has_mask, scale, work=att.size)
     dq = datt @ k  # datt now holds dscores
     dk = datt.transpose(0, 1, 3, 2) @ q
     return np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)

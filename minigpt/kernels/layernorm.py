@@ -80,7 +80,7 @@ def layernorm_forward(x, w, b, eps=1e-5):
     out, xhat = np.empty_like(x2), np.empty_like(x2)
     rstd = np.empty(x2.shape[0], dtype)
     bias = np.zeros(C, dtype) if b is None else contiguous(b, dtype)
-    _forward(x2, contiguous(w, dtype), bias, dtype.type(eps), out, xhat, rstd)
+    _forward(x2, contiguous(w, dtype), bias, dtype.type(eps), out, xhat, rstd, work=x2.size)
     shape = x.shape
     return out.reshape(shape), (xhat.reshape(shape), w, rstd.reshape(*shape[:-1], 1), b is not None)
 
@@ -95,6 +95,6 @@ def layernorm_backward(dout, cache):
     dw_parts = np.zeros((N_CHUNKS, C), dtype)
     db_parts = np.zeros((N_CHUNKS, C), dtype)
     _backward(dout2, contiguous(xhat.reshape(-1, C)), contiguous(w, dtype), contiguous(rstd.reshape(-1)), dx,
-              dw_parts, db_parts)  # fmt: skip
+              dw_parts, db_parts, work=dout2.size)  # fmt: skip
     dw = dw_parts.sum(axis=0)
     return dx.reshape(xhat.shape), dw, (db_parts.sum(axis=0) if has_bias else None)
