@@ -28,14 +28,18 @@ def _update(dtype):
     def kernel(p, g, m, v, n_chunks, decay, beta1, c1, beta2, c2, eps, step_size, bc2_sqrt):  # arrays (n,)
         n = p.shape[0]
         for k in numba.prange(n_chunks):
-            for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
-                gi = g[i]
-                pi = p[i] * decay  # decoupled weight decay (decay = 1 - lr * wd, or 1)
-                mi = m[i] * beta1 + c1 * gi  # c1 = 1 - beta1, c2 = 1 - beta2
-                vi = v[i] * beta2 + c2 * (gi * gi)
-                m[i] = mi
-                v[i] = vi
-                p[i] = pi - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
+            lo, hi = k * n // n_chunks, (k + 1) * n // n_chunks
+            # views indexed from 0: an index numba cannot prove >= 0 gets a wraparound check,
+            # which stops LLVM from vectorizing the loop
+            pk, gk, mk, vk = p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
+            for i in range(hi - lo):
+                gi = gk[i]
+                pi = pk[i] * decay  # decoupled weight decay (decay = 1 - lr * wd, or 1)
+                mi = mk[i] * beta1 + c1 * gi  # c1 = 1 - beta1, c2 = 1 - beta2
+                vi = vk[i] * beta2 + c2 * (gi * gi)
+                mk[i] = mi
+                vk[i] = vi
+                pk[i] = pi - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
 
     return kernel
 
@@ -45,9 +49,10 @@ def _sum_of_squares(dtype):
     def kernel(x, parts):  # x (n,) -> parts (n_chunks,) float64 partial sums
         n, n_chunks = x.shape[0], parts.shape[0]
         for k in numba.prange(n_chunks):
+            xk = x[k * n // n_chunks : (k + 1) * n // n_chunks]  # a view indexed from 0 (vectorizes)
             acc = 0.0
-            for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
-                xi = np.float64(x[i])
+            for i in range(xk.shape[0]):
+                xi = np.float64(xk[i])
                 acc += xi * xi
             parts[k] = acc
 

@@ -64,10 +64,12 @@ def _backward(dtype):
         # dw = sum over rows of dout * xhat, db = sum of dout: each chunk owns its partial sums
         n_chunks = dw_parts.shape[0]
         for k in numba.prange(n_chunks):
+            dw, db = dw_parts[k], db_parts[k]
             for i in range(k * N // n_chunks, (k + 1) * N // n_chunks):
+                d, xh = dout[i], xhat[i]  # rows: the inner loop runs over views from 0 (vectorizes)
                 for j in range(C):
-                    dw_parts[k, j] += dout[i, j] * xhat[i, j]
-                    db_parts[k, j] += dout[i, j]
+                    dw[j] += d[j] * xh[j]
+                    db[j] += d[j]
 
     return kernel
 
