@@ -360,7 +360,7 @@ def test_one_compiled_signature_per_dtype():
             out, cache = NB.attention_forward(qkv[:, ::-1], 1)
             NB.attention_backward(out, cache)
     for kernel in (layernorm._forward, layernorm._backward, activation._forward, activation._backward,
-                   attention._softmax_causal, attention._softmax_causal_backward):  # fmt: skip
+                   attention._scores_shifted, attention._normalize_rows, attention._softmax_causal_backward):  # fmt: skip
         assert kernel._compiled, kernel.build.__name__
         for (dtype, parallel), compiled in kernel._compiled.items():  # serial and parallel builds
             assert len(compiled.signatures) == 1, (kernel.build.__name__, dtype, parallel)

@@ -93,10 +93,8 @@ def attention_forward_kv(qkv, n_head, k_cache, v_cache, start):
 
 
 @twins(parallel=True)
-def _softmax_causal(dtype):
-    zero, one = dtype(0.0), dtype(1.0)
-
-    def kernel(scores, scale):  # scores (B, NH, T, T) -> probabilities in place, 0 above the diagonal
+def _scores_shifted(dtype):
+    def kernel(scores, scale):  # scores (B, NH, T, T) in place: scale * s - row max for s <= t, -inf above
         B, NH, T, _ = scores.shape
         for r in numba.prange(B * NH * T):  # one row (b, h, t) per task
             row = scores[r // (NH * T), (r // T) % NH, r % T]
@@ -106,18 +104,40 @@ def _softmax_causal(dtype):
                 x = row[s] * scale
                 row[s] = x
                 mx = max(mx, x)
+            for s in range(t + 1):
+                row[s] -= mx  # subtracting the max: no overflow in exp, same softmax
+            for s in range(t + 1, T):
+                row[s] = -np.inf  # the future: exp gives exactly 0
+
+    return kernel
+
+
+@twins(parallel=True)
+def _normalize_rows(dtype):
+    zero, one = dtype(0.0), dtype(1.0)
+
+    def kernel(e):  # e (B, NH, T, T) = exp(shifted scores) in place -> rows that sum to 1
+        B, NH, T, _ = e.shape
+        for r in numba.prange(B * NH * T):
+            row = e[r // (NH * T), (r // T) % NH, r % T]
+            t = r % T
             total = zero
             for s in range(t + 1):
-                e = math.exp(row[s] - mx)
-                row[s] = e
-                total += e
+                total += row[s]
             inv = one / total
             for s in range(t + 1):
                 row[s] *= inv
-            for s in range(t + 1, T):
-                row[s] = zero
 
     return kernel
+
+
+def _softmax_causal(scores, scale):
+    """Causal softmax of scale * scores over the last axis, in place (B, NH, T, T). The exp runs in
+    NumPy's SIMD loop between two numba passes: numba has no vectorized exp here (that needs
+    Intel's SVML), and a scalar exp per score took 60% of the attention forward at baby sizes."""
+    _scores_shifted(scores, scale, work=scores.size)
+    np.exp(scores, out=scores)
+    _normalize_rows(scores, work=scores.size)
 
 
 @twins(parallel=True)
@@ -152,7 +172,7 @@ def attention_forward(qkv, n_head, dropout=0.0, rng=None):
     k = split_heads(qkv[..., C : 2 * C], n_head)
     v = split_heads(qkv[..., 2 * C : 3 * C], n_head)
     att = q @ k.transpose(0, 1, 3, 2)  # (B, NH, T, T) raw scores; BLAS does the masked half too
-    _softmax_causal(att, qkv.dtype.type(1.0 / math.sqrt(C // n_head)), work=att.size)
+    _softmax_causal(att, qkv.dtype.type(1.0 / math.sqrt(C // n_head)))
     att_d, att_mask = dropout_forward(att, dropout, rng)
     return merge_heads(att_d @ v), (q, k, v, att, att_mask)
 
