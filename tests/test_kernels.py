@@ -285,9 +285,10 @@ def test_nan_and_inf_propagate_as_in_numpy(dtype):
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs at least 2 numba threads to compare")
-def test_results_do_not_depend_on_thread_count():
+def test_results_do_not_depend_on_thread_count(monkeypatch):
     """Kernels parallelize over independent outputs and reduce in fixed chunks: 1 thread and all
-    threads give bitwise-identical float32 results."""
+    threads give bitwise-identical float32 results (of the parallel builds, forced here)."""
+    monkeypatch.setattr(kernels_pkg, "PARALLEL_MIN_WORK", 1 << 18)
     rng = np.random.default_rng(0)
     x = normal(rng, (8, 256, 128), np.float32)  # every array >= PARALLEL_MIN_WORK: the parallel builds
     qkv = normal(rng, (4, 128, 3 * 128), np.float32)

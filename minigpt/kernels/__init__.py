@@ -72,7 +72,12 @@ def _jit(fn, dtype, parallel):
     return numba.njit(cache=False, fastmath=fastmath, parallel=parallel, error_model="numpy")(fn)
 
 
-PARALLEL_MIN_WORK = 1 << 18  # elements; below this a kernel runs on one thread (see Twins)
+# Elements of work below which a kernel runs its serial build (see Twins). Measured on 2 cores:
+# these kernels are memory-bound, a second thread gains little, and inside a training step it
+# fights OpenBLAS's worker threads, which keep spinning for a while after each matrix product (the
+# attention backward at the small preset took 380 ms per step with parallel kernels, 125 ms
+# serial). So only very large calls (a model much wider than the presets) go parallel.
+PARALLEL_MIN_WORK = 1 << 23
 
 
 class Twins:
@@ -80,9 +85,9 @@ class Twins:
     function with its constants cast to dtype. Calling picks the build by the first array's dtype.
 
     A kernel written with numba.prange is also built serially (prange is then range): handing
-    work to the thread pool costs about 0.1 ms per call here, more than the whole of most calls
-    at the baby preset's sizes, so callers ask for the parallel build only for `work` of at least
-    PARALLEL_MIN_WORK elements. Both builds run the same loops and chunks; LLVM vectorizes them
+    work to the thread pool costs about 0.1 ms per call, more than the whole of most calls at the
+    baby preset's sizes, and a second thread fights OpenBLAS's (see PARALLEL_MIN_WORK), so
+    callers get the parallel build only for `work` of at least PARALLEL_MIN_WORK elements. Both builds run the same loops and chunks; LLVM vectorizes them
     differently, so they agree to rounding (not bitwise), and which one runs depends only on the
     shapes, so a run stays reproducible. Builds compile lazily, on first use."""
 
