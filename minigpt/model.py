@@ -193,7 +193,7 @@ def block_backward(config: GPTConfig, i: int, dx, cache, grads):
 # the whole model
 
 
-def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None):
+def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None, hidden=None):
     """
     Parameters
     ----------
@@ -231,6 +231,8 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None)
     for i in range(config.n_layer):
         x, block_cache = block_forward(config, params, i, x, rng, kv)  # (B, T, C)
         block_caches.append(block_cache)
+        if hidden is not None:
+            hidden.append(x)
     lnf, lnf_cache = layernorm_forward(x, P("ln_f.weight"), P("ln_f.bias"), config.layer_norm_epsilon)
     logits, head_cache = linear_forward(lnf, P("wte.weight").T)  # (B, T, C) @ (C, V) -> (B, T, V), tied
     loss, ce_cache = cross_entropy_forward(logits, targets) if targets is not None else (None, None)
@@ -240,17 +242,26 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None)
     return logits, loss, cache
 
 
-def gpt_backward(cache, dloss: float = 1.0):
+def gpt_backward(cache, dloss: float = 1.0, dlogits=None, dhidden=None):
     """The forward in reverse: returns a dict of gradients with the same names and shapes as the
-    parameters. dloss scales the seed gradient (e.g. 1 / grad_accum_steps)."""
+    parameters. dloss scales the seed gradient (e.g. 1 / grad_accum_steps).
+
+    For losses computed outside the model (distillation, compress/distill.py):
+    dlogits : (B, T, V) or None, the gradient at the logits; it replaces the cross-entropy's
+        (dloss is then not applied: scale dlogits yourself), and the forward needs no targets.
+    dhidden : dict {block i: (B, T, C)} or None, extra gradients at block i's output, added to
+        what flows back from the layers above (hidden-state losses)."""
     config, emb_cache, embdrop_cache, block_caches, lnf_cache, head_cache, ce_cache = cache
-    if ce_cache is None:
-        raise InputError("gpt_backward needs a loss: call gpt_forward with targets")
+    if dlogits is None:
+        if ce_cache is None:
+            raise InputError("gpt_backward needs a loss: call gpt_forward with targets")
+        dlogits = cross_entropy_backward(ce_cache, dloss)  # (B, T, V)
     grads = {}
-    dlogits = cross_entropy_backward(ce_cache, dloss)  # (B, T, V)
     dlnf, dwte_head, _ = linear_backward(dlogits, head_cache)  # dwte_head: (C, V), of wte^T
     dx, grads["ln_f.weight"], grads["ln_f.bias"] = layernorm_backward(dlnf, lnf_cache)  # (B, T, C)
     for i in reversed(range(config.n_layer)):
+        if dhidden and i in dhidden:
+            dx = dx + dhidden[i]  # block i's output also feeds a hidden-state loss
         dx = block_backward(config, i, dx, block_caches[i], grads)  # (B, T, C)
     dx = dropout_backward(dx, embdrop_cache)
     dwte, grads["wpe.weight"] = embedding_backward(dx, emb_cache)
