@@ -250,7 +250,8 @@ def gpt_backward(cache, dloss: float = 1.0, dlogits=None, dhidden=None):
     dlogits : (B, T, V) or None, the gradient at the logits; it replaces the cross-entropy's
         (dloss is then not applied: scale dlogits yourself), and the forward needs no targets.
     dhidden : dict {block i: (B, T, C)} or None, extra gradients at block i's output, added to
-        what flows back from the layers above (hidden-state losses)."""
+        what flows back from the layers above (hidden-state losses); key -1 is the embeddings'
+        output (block 0's input)."""
     config, emb_cache, embdrop_cache, block_caches, lnf_cache, head_cache, ce_cache = cache
     if dlogits is None:
         if ce_cache is None:
@@ -263,6 +264,8 @@ def gpt_backward(cache, dloss: float = 1.0, dlogits=None, dhidden=None):
         if dhidden and i in dhidden:
             dx = dx + dhidden[i]  # block i's output also feeds a hidden-state loss
         dx = block_backward(config, i, dx, block_caches[i], grads)  # (B, T, C)
+    if dhidden and -1 in dhidden:
+        dx = dx + dhidden[-1]
     dx = dropout_backward(dx, embdrop_cache)
     dwte, grads["wpe.weight"] = embedding_backward(dx, emb_cache)
     grads["wte.weight"] = dwte + dwte_head.T  # tied: the embedding and the output layer both use wte
