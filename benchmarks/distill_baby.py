@@ -15,8 +15,11 @@ loss of the best checkpoint on the whole val split (minigpt eval), the fraction 
 scratch-to-teacher gap closed, parameters and wall time; and the loss curves. Writes one JSON
 file (--out), which tutorials/04_distillation.py plots.
 
-    flock /tmp/minigpt-heavy.lock python benchmarks/distill_baby.py \\
+    OPENBLAS_NUM_THREADS=1 flock /tmp/minigpt-heavy.lock python benchmarks/distill_baby.py \\
         --teacher ../helpers/teacher_baby.safetensors --data ../shared/data/tinyshakespeare.txt
+
+(OPENBLAS_NUM_THREADS=1: on a shared 2-core machine OpenBLAS's threads contend with other
+processes and a step can become 50 times slower; one thread per process keeps the timings sane.)
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ STUDENTS = {
     "4x64": {"n_layer": 4, "n_head": 2, "n_embd": 64, "init": "0,1,2,3"},
 }
 MODES = ("scratch", "distill-random", "distill-teacher")
+LOG_EVERY = 50  # training-loss points kept in the JSON (the evaluations are all kept)
 
 
 def whole_val_loss(ckpt_path, text) -> float:
@@ -53,7 +57,7 @@ def read_curves(metrics_path: Path) -> dict:
         rec = json.loads(line)
         if "val_loss" in rec:
             evals.append({k: rec[k] for k in ("iter", "train_loss", "val_loss")})
-        elif "loss" in rec:
+        elif "loss" in rec and rec["iter"] % LOG_EVERY == 0:
             logs.append({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()
                          if k in ("iter", "loss", "soft_loss", "ce_loss", "ms_per_iter")})
     return {"evals": evals, "log": logs}

@@ -317,6 +317,13 @@ def attention_kl_backward(cache, dloss: float = 1.0):
     return (att_s - att_t) * (rowmask * (dloss / max(n * NH, 1)))
 
 
+def attention_probs(cache, i: int):
+    """Block i's attention probabilities (B, NH, T, T) from a gpt_forward cache, as model.py lays
+    it out: cache[3] holds the block caches, a block cache's [2] is attention_forward's cache,
+    whose [3] is the probabilities (before dropout)."""
+    return cache[3][i][2][3]
+
+
 def attention_scores_backward(dscores, block_cache, i: int):
     """Push a gradient at block i's attention scores back to the block's input.
 
@@ -550,7 +557,7 @@ class DistillObjective(Objective):
         dc = self.dc
         t_hidden = [] if dc.hidden_loss else None
         t_logits, _, t_cache = gpt_forward(self.teacher.config, self.tparams, x, hidden=t_hidden)
-        t_att = {tl: t_cache[3][tl][2][3] for _, tl in self.pairs} if dc.attention_weight > 0 else {}
+        t_att = {tl: attention_probs(t_cache, tl) for _, tl in self.pairs} if dc.attention_weight > 0 else {}
         del t_cache  # inference mode: nothing of the teacher's backward is kept
         s_hidden = [] if dc.hidden_loss else None
         logits, _, cache = gpt_forward(config, params, x, rng=rng, hidden=s_hidden)
@@ -574,7 +581,7 @@ class DistillObjective(Objective):
             w = dc.attention_weight / len(self.pairs)
             a_total = 0.0
             for sl, tl in self.pairs:
-                a, acache = attention_kl_forward(cache[3][sl][2][3], t_att[tl], y)
+                a, acache = attention_kl_forward(attention_probs(cache, sl), t_att[tl], y)
                 att_grads.append((sl, attention_kl_backward(acache, w * dloss)))
                 a_total += a / len(self.pairs)
             loss += dc.attention_weight * a_total
