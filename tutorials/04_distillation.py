@@ -244,19 +244,26 @@ except ImportError:
     print("matplotlib is not installed (pip install matplotlib): skipping the plots")
 
 if plt is not None:
-    curves = {k: r["curves"]["evals"] for k, r in bench["runs"].items()} if bench else {}
-    curves = curves or {  # no benchmark results: plot the tiny runs of section 4
-        name: [json.loads(line) for line in (workdir / name / "metrics.jsonl").read_text().splitlines()
-               if "val_loss" in line] for name in runs}
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, evals in curves.items():
-        ax.plot([e["iter"] for e in evals], [e["val_loss"] for e in evals], marker="o", ms=3, label=name)
+    # one panel per student: its three training runs, and the teacher for reference
     if bench:
-        ax.axhline(bench["teacher"]["val_loss_estimate"], color="k", ls="--", lw=1, label="teacher")
-        ax.set_ylim(top=2.6)
-    ax.set_xlabel("step")
-    ax.set_ylabel("val loss (estimate)")
-    ax.legend(fontsize=8)
+        groups = {}
+        for key, run in bench["runs"].items():
+            groups.setdefault(run["student"], {})[run["mode"]] = run["curves"]["evals"]
+    else:  # no benchmark results: plot the tiny runs of section 4
+        groups = {"tiny 1-layer student": {
+            name: [json.loads(line) for line in (workdir / name / "metrics.jsonl").read_text().splitlines()
+                   if "val_loss" in line] for name in runs}}
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
+    for ax, (student, curves) in zip(axes[0], groups.items()):
+        for mode, evals in curves.items():
+            ax.plot([e["iter"] for e in evals], [e["val_loss"] for e in evals], marker="o", ms=3, label=mode)
+        if bench:
+            ax.axhline(bench["teacher"]["val_loss_estimate"], color="k", ls="--", lw=1, label="teacher")
+            ax.set_ylim(1.7, 2.6)
+        ax.set_title(f"student {student}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("val loss (20-batch estimate)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(workdir / "distillation_curves.png", dpi=100)
     print(f"saved {workdir / 'distillation_curves.png'}")
