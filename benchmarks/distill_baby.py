@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print(f"| teacher 4x128 | baby | {result['teacher']['params']:,} | {t_est if t_est is None else f'{t_est:.4f}'} "
           f"| {t_whole:.4f} | | |")
-    for key, run in result["runs"].items():
+    for run in result["runs"].values():
         gap = run.get("gap_closed_whole")
         print(f"| {run['student']} | {run['mode']} | {run['params']:,} | {run['val_loss_estimate']:.4f} | "
               f"{run['val_loss_whole']:.4f} | {'' if gap is None else f'{gap:.0%}'} | {run['wall_s']:.0f} s |")
