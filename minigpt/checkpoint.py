@@ -208,3 +208,21 @@ def load_checkpoint(path) -> Checkpoint:
     params = {name: np.array(params[name], order="C", copy=True) for name in shapes}
     optim = {k: {n: np.array(d[n], order="C", copy=True) for n in shapes} for k, d in optim.items() if d}
     return Checkpoint(config=config, params=params, tokenizer=tokenizer, meta=meta, optim=optim)
+
+
+def atomic_write_text(path, text: str):
+    """Write a small text file (JSON results) atomically: a temporary file, then a rename."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

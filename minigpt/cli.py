@@ -1,4 +1,4 @@
-"""The `minigpt` command: train, distill, sample, eval, data, bench.
+"""The `minigpt` command: train, distill, sample, eval, data, bench, reference.
 
 Contract (scripts rely on it):
 - every GPTConfig and TrainConfig field is a flag of the same name with dashes (--n-layer,
@@ -88,10 +88,21 @@ def build_parser() -> Parser:
     p.add_argument("name", choices=["shakespeare"])
     p.add_argument("--dir", default=None, help="where to keep it (default: $MINIGPT_CACHE or ~/.cache/minigpt)")
 
-    p = sub.add_parser("bench", help="benchmarks")
-    p.add_argument("what", choices=["kvcache"], help="kvcache: sampling tokens/s with and without the KV cache")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("bench", help="training-step speed of both backends and PyTorch, side by side")
+    p.add_argument("what", nargs="?", choices=["train", "kvcache"], default="train",
+                   help="train (default): ms per training step, GFLOP/s, where the step goes, sampling "
+                   "tokens/s; kvcache: sampling tokens/s with and without the KV cache")
+    p.add_argument("--presets", nargs="+", default=["baby", "small"], metavar="NAME", help="baby and/or small")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation, alternating (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation first (default 1)")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed run (default: baby 10, small 2)")
+    p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch twin")
+    p.add_argument("--sample-tokens", type=int, default=200, help="new tokens for the sampling figure")
+    p.add_argument("--out", default="bench.json", help="where to write the JSON results (default bench.json)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="kvcache: new tokens to generate")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
+
+    add_reference_parser(sub)
     return parser
 
 
@@ -109,6 +120,43 @@ def add_distill_parser(sub):
     add_dataclass_flags(p, GPTConfig)
     add_dataclass_flags(p, TrainConfig, skip=("resume",))
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its resume.safetensors")
+
+
+def add_reference_parser(sub):
+    """`minigpt reference export|ops|check|llmc`: golden files and the checker (minigpt/reference.py)."""
+    from .reference import ReferenceSettings
+
+    ref = sub.add_parser("reference", help="golden reference files and a checker for other implementations")
+    rsub = ref.add_subparsers(dest="reference_command", parser_class=Parser, metavar="ACTION", required=True)
+    p = rsub.add_parser("export", help="write a whole-model golden file (inputs, params, every activation, "
+                        "loss, gradients, K AdamW steps)")
+    p.add_argument("out", metavar="OUT.safetensors")
+    p.add_argument("--preset", choices=sorted(__import__("minigpt.train").train.PRESETS), default=None,
+                   help="model fields from a training preset (default: GPTConfig's defaults); flags override it")
+    add_dataclass_flags(p, GPTConfig)
+    add_dataclass_flags(p, ReferenceSettings)
+    p = rsub.add_parser("ops", help="write one golden file per op (linear, layernorm, attention, gelu, relu, "
+                        "embedding, cross_entropy, adamw) into a directory")
+    p.add_argument("out_dir", metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p = rsub.add_parser("check", help="compare a candidate file with a golden file, tensor by tensor; exit 1 "
+                        "on any mismatch")
+    p.add_argument("golden", metavar="GOLDEN")
+    p.add_argument("candidate", metavar="CANDIDATE",
+                   help="a safetensors file with the golden names, or an llm.c checkpoint or debug state")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: the dtype's table)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="tolerance relative to each tensor's largest magnitude (default: the dtype's table)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="compare only the tensors the candidate has (missing ones are listed, not failures)")
+    p.add_argument("--failures-only", action="store_true", help="print only the rows that fail")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p = rsub.add_parser("llmc", help="write a golden file's parameters and first step as llm.c files "
+                        "(checkpoint, magic 20240326 v3; debug state, magic 20240327 v2)")
+    p.add_argument("golden", metavar="GOLDEN")
+    p.add_argument("--model", required=True, metavar="MODEL.bin", help="the llm.c checkpoint to write")
+    p.add_argument("--state", default=None, metavar="STATE.bin", help="the llm.c debug state to write")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,6 +263,26 @@ def cmd_data(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.what == "kvcache":
+        return bench_kvcache(args)
+    from . import bench
+    from .checkpoint import atomic_write_text
+
+    if args.steps is not None and args.steps < 1:
+        raise InputError(f"--steps must be >= 1, got {args.steps}")
+    atomic_write_text(args.out, "{}\n")  # fail now, not after minutes of timing, if it cannot be written
+    out = sys.stderr if args.json else sys.stdout
+    result = bench.run(args.presets, args.repeats, args.warmup,
+                       {name: args.steps for name in args.presets} if args.steps else None,
+                       args.torch, args.sample_tokens, say=lambda line: print(line, file=out, flush=True))  # fmt: skip
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    print(f"\nwrote {args.out}", file=out)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def bench_kvcache(args) -> int:
     """Sampling speed with and without the KV cache, at the size the issue names: n_layer 6,
     n_head 6, n_embd 384, block_size 256 (random weights: speed does not depend on them)."""
     import numpy as np
@@ -240,7 +308,55 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench}
+def cmd_reference(args) -> int:
+    import numpy as np
+
+    from . import llmc
+    from . import reference as ref
+
+    action = args.reference_command
+    if action == "export":
+        from .train import preset
+
+        model_fields = preset(args.preset)[0] if args.preset else {}
+        config = GPTConfig(**{**model_fields, **given(args, GPTConfig)})
+        settings = ref.ReferenceSettings(**given(args, ref.ReferenceSettings))
+        tensors, meta = ref.export_model(config, settings)
+        ref.write_reference(args.out, tensors, meta)
+        print(f"wrote {args.out}: {len(tensors)} tensors, loss {float(tensors['loss']):.6f}", file=sys.stderr)
+    elif action == "ops":
+        settings = ref.ReferenceSettings(seed=args.seed, dtype=args.dtype)
+        for name, (tensors, meta) in ref.export_ops(settings).items():
+            ref.write_reference(f"{args.out_dir}/{name}.safetensors", tensors, meta)
+        print(f"wrote {len(ref.OPS)} op files to {args.out_dir}", file=sys.stderr)
+    elif action == "check":
+        golden, meta = ref.load_reference(args.golden)
+        candidate, _ = ref.load_reference(args.candidate, ref.file_config(meta))
+        for name, value in (("--atol", args.atol), ("--rtol", args.rtol)):
+            if value is not None and not value >= 0:
+                raise InputError(f"{name} must be >= 0, got {value}")
+        report = ref.check(golden, candidate, args.atol, args.rtol, args.allow_missing)
+        if args.json:
+            print(json.dumps(report.to_dict()))
+        else:
+            print(ref.format_report(report, only_failures=args.failures_only))
+        return 0 if report.ok else 1
+    elif action == "llmc":
+        golden, meta = ref.load_reference(args.golden)
+        config = ref.file_config(meta)
+        if config is None or meta.get("kind") != "model":
+            raise InputError(f"{args.golden} is not a whole-model reference file (minigpt reference export)")
+        params = {k.removeprefix("params."): v for k, v in golden.items() if k.startswith("params.")}
+        llmc.write_model(args.model, config, params)
+        if args.state:
+            grads = {k.removeprefix("grads."): v for k, v in golden.items() if k.startswith("grads.")}
+            llmc.write_state(args.state, config, golden["inputs"], golden["targets"], golden["acts.logits"],
+                             np.float32(golden["loss"]), grads)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
+            "reference": cmd_reference}
 
 
 def main(argv=None) -> int:

@@ -24,9 +24,9 @@ import math
 
 import numpy as np
 
+from . import backend
 from .config import GPTConfig
 from .errors import InputError
-from .layers.attention import attention_forward_kv
 from .model import gpt_forward
 
 
@@ -43,7 +43,8 @@ class KVCache:
     def attend(self, layer: int, qkv):
         """Attention of the new positions in qkv (B, Tn, 3C) over every position so far; stores
         their keys and values. Called by block_forward; gpt_forward advances length."""
-        return attention_forward_kv(qkv, self.n_head, self.k[layer], self.v[layer], self.length)
+        attend = backend.ops().attention_forward_kv  # the NumPy layer or its numba twin
+        return attend(qkv, self.n_head, self.k[layer], self.v[layer], self.length)
 
     def reset(self):
         self.length = 0

@@ -11,6 +11,11 @@ state dict (linear weights are (in, out), as HF's Conv1D), so weights move betwe
 Hugging Face and safetensors files without renaming. With bias=False the bias tensors are absent.
 The dtype of every computation follows the parameters (float32 or float64).
 
+F below is the active backend's set of layer functions (minigpt.backend): the NumPy layers of
+minigpt/layers, the specification, or their numba twins in minigpt/kernels, which take the same
+arguments and return the same results. The forward keeps F in its cache so the backward runs on
+the same set.
+
 Legend: B batch, T time, C channels (n_embd), NH heads, hs head size, V vocabulary,
 L layers, maxT block_size.
 """
@@ -19,33 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import backend
 from .config import GPTConfig
 from .errors import InputError
-from .layers import (
-    IGNORE_INDEX,
-    attention_backward,
-    attention_forward,
-    cross_entropy_backward,
-    cross_entropy_forward,
-    dropout_backward,
-    dropout_forward,
-    embedding_backward,
-    embedding_forward,
-    gelu_backward,
-    gelu_forward,
-    layernorm_backward,
-    layernorm_forward,
-    linear_backward,
-    linear_forward,
-    relu_backward,
-    relu_forward,
-)
-
-ACTIVATION_FUNCTIONS = {
-    "gelu": (gelu_forward, gelu_backward),
-    "relu": (relu_forward, relu_backward),
-}
-
+from .layers import IGNORE_INDEX
 
 # ----------------------------------------------------------------------------------------------
 # parameters
@@ -136,56 +118,60 @@ def check_targets(targets, shape, config: GPTConfig) -> np.ndarray:
 # one transformer block
 
 
-def block_forward(config: GPTConfig, params, i: int, x, rng=None, kv=None):
+def block_forward(config: GPTConfig, params, i: int, x, rng=None, kv=None, F=None):
     """One pre-LayerNorm block. x: (B, T, C) -> (B, T, C). Returns (out, cache).
-    kv: a KVCache (generate.py) for incremental decoding, or None."""
+    kv: a KVCache (generate.py) for incremental decoding, or None.
+    F: the layer functions (minigpt.backend.ops()); None for the active backend's."""
+    F = F or backend.ops()
     p = f"h.{i}."
     P = params.get  # None for a bias that bias=False leaves out
     eps, drop = config.layer_norm_epsilon, config.dropout
-    act_forward, _ = ACTIVATION_FUNCTIONS[config.activation]
+    act_forward = getattr(F, f"{config.activation}_forward")  # gelu_forward or relu_forward
     # attention branch
-    ln1, ln1_cache = layernorm_forward(x, P(p + "ln_1.weight"), P(p + "ln_1.bias"), eps)  # (B, T, C)
-    qkv, qkv_cache = linear_forward(ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"))  # (B, T, 3C)
+    ln1, ln1_cache = F.layernorm_forward(x, P(p + "ln_1.weight"), P(p + "ln_1.bias"), eps)  # (B, T, C)
+    qkv, qkv_cache = F.linear_forward(ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"))  # (B, T, 3C)
     if kv is None:
-        atty, att_cache = attention_forward(qkv, config.n_head, drop, rng)  # (B, T, C)
+        atty, att_cache = F.attention_forward(qkv, config.n_head, drop, rng)  # (B, T, C)
     else:  # decoding: also attend to the cached keys and values of earlier positions
         atty, att_cache = kv.attend(i, qkv), None
-    attproj, attproj_cache = linear_forward(atty, P(p + "attn.c_proj.weight"), P(p + "attn.c_proj.bias"))
-    attproj, attdrop_cache = dropout_forward(attproj, drop, rng)
+    attproj, attproj_cache = F.linear_forward(atty, P(p + "attn.c_proj.weight"), P(p + "attn.c_proj.bias"))
+    attproj, attdrop_cache = F.dropout_forward(attproj, drop, rng)
     x = x + attproj  # residual
     # MLP branch
-    ln2, ln2_cache = layernorm_forward(x, P(p + "ln_2.weight"), P(p + "ln_2.bias"), eps)  # (B, T, C)
-    fch, fc_cache = linear_forward(ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"))  # (B, T, 4C)
+    ln2, ln2_cache = F.layernorm_forward(x, P(p + "ln_2.weight"), P(p + "ln_2.bias"), eps)  # (B, T, C)
+    fch, fc_cache = F.linear_forward(ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"))  # (B, T, 4C)
     fch_act, act_cache = act_forward(fch)  # (B, T, 4C)
-    fcproj, fcproj_cache = linear_forward(fch_act, P(p + "mlp.c_proj.weight"), P(p + "mlp.c_proj.bias"))
-    fcproj, fcdrop_cache = dropout_forward(fcproj, drop, rng)
+    fcproj, fcproj_cache = F.linear_forward(fch_act, P(p + "mlp.c_proj.weight"), P(p + "mlp.c_proj.bias"))
+    fcproj, fcdrop_cache = F.dropout_forward(fcproj, drop, rng)
     x = x + fcproj  # residual
     cache = (ln1_cache, qkv_cache, att_cache, attproj_cache, attdrop_cache,
              ln2_cache, fc_cache, act_cache, fcproj_cache, fcdrop_cache)
     return x, cache
 
 
-def block_backward(config: GPTConfig, i: int, dx, cache, grads):
+def block_backward(config: GPTConfig, i: int, dx, cache, grads, F=None):
     """The block in reverse. dx: (B, T, C), the gradient at the block's output; returns the
-    gradient at its input and writes the block's parameter gradients into grads."""
+    gradient at its input and writes the block's parameter gradients into grads.
+    F: the layer functions that ran the forward (None: the active backend's)."""
+    F = F or backend.ops()
     p = f"h.{i}."
     (ln1_cache, qkv_cache, att_cache, attproj_cache, attdrop_cache,
      ln2_cache, fc_cache, act_cache, fcproj_cache, fcdrop_cache) = cache
-    _, act_backward = ACTIVATION_FUNCTIONS[config.activation]
+    act_backward = getattr(F, f"{config.activation}_backward")
     g = grads  # bias gradients are None when bias=False; gpt_backward drops them
     # MLP branch: x_out = x_mid + dropout(c_proj(act(c_fc(ln_2(x_mid)))))
-    dfcproj = dropout_backward(dx, fcdrop_cache)  # the residual passes dx to both paths
-    dfch_act, g[p + "mlp.c_proj.weight"], g[p + "mlp.c_proj.bias"] = linear_backward(dfcproj, fcproj_cache)
+    dfcproj = F.dropout_backward(dx, fcdrop_cache)  # the residual passes dx to both paths
+    dfch_act, g[p + "mlp.c_proj.weight"], g[p + "mlp.c_proj.bias"] = F.linear_backward(dfcproj, fcproj_cache)
     dfch = act_backward(dfch_act, act_cache)  # (B, T, 4C)
-    dln2, g[p + "mlp.c_fc.weight"], g[p + "mlp.c_fc.bias"] = linear_backward(dfch, fc_cache)
-    dx_ln2, g[p + "ln_2.weight"], g[p + "ln_2.bias"] = layernorm_backward(dln2, ln2_cache)
+    dln2, g[p + "mlp.c_fc.weight"], g[p + "mlp.c_fc.bias"] = F.linear_backward(dfch, fc_cache)
+    dx_ln2, g[p + "ln_2.weight"], g[p + "ln_2.bias"] = F.layernorm_backward(dln2, ln2_cache)
     dx = dx + dx_ln2  # gradient at x_mid: residual path + MLP path
     # attention branch: x_mid = x_in + dropout(c_proj(attention(c_attn(ln_1(x_in)))))
-    dattproj = dropout_backward(dx, attdrop_cache)
-    datty, g[p + "attn.c_proj.weight"], g[p + "attn.c_proj.bias"] = linear_backward(dattproj, attproj_cache)
-    dqkv = attention_backward(datty, att_cache)  # (B, T, 3C)
-    dln1, g[p + "attn.c_attn.weight"], g[p + "attn.c_attn.bias"] = linear_backward(dqkv, qkv_cache)
-    dx_ln1, g[p + "ln_1.weight"], g[p + "ln_1.bias"] = layernorm_backward(dln1, ln1_cache)
+    dattproj = F.dropout_backward(dx, attdrop_cache)
+    datty, g[p + "attn.c_proj.weight"], g[p + "attn.c_proj.bias"] = F.linear_backward(dattproj, attproj_cache)
+    dqkv = F.attention_backward(datty, att_cache)  # (B, T, 3C)
+    dln1, g[p + "attn.c_attn.weight"], g[p + "attn.c_attn.bias"] = F.linear_backward(dqkv, qkv_cache)
+    dx_ln1, g[p + "ln_1.weight"], g[p + "ln_1.bias"] = F.layernorm_backward(dln1, ln1_cache)
     return dx + dx_ln1  # gradient at x_in
 
 
@@ -207,6 +193,9 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None,
     kv : a KVCache (generate.py) holding the keys and values of the kv.length earlier positions,
         or None. With it, idx holds the next tokens only, at positions kv.length onwards, and
         the cache is extended by them. Inference only: no dropout and no backward.
+    hidden : a list or None. A list receives the residual stream (B, T, C) as Hugging Face's
+        output_hidden_states: hidden[0] is the embeddings' output (after dropout), hidden[i + 1]
+        block i's output. Distillation compares them (compress/distill.py).
 
     Returns
     -------
@@ -223,22 +212,25 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None,
     if targets is not None:
         targets = check_targets(targets, idx.shape, config)
     P = params.get
+    F = backend.ops()  # the layer functions of the active backend
     if kv is not None:
         rng = None  # no dropout while decoding
-    x, emb_cache = embedding_forward(idx, P("wte.weight"), P("wpe.weight"), start)  # (B, T, C)
-    x, embdrop_cache = dropout_forward(x, config.dropout, rng)
+    x, emb_cache = F.embedding_forward(idx, P("wte.weight"), P("wpe.weight"), start)  # (B, T, C)
+    x, embdrop_cache = F.dropout_forward(x, config.dropout, rng)
+    if hidden is not None:
+        hidden.append(x)
     block_caches = []
     for i in range(config.n_layer):
-        x, block_cache = block_forward(config, params, i, x, rng, kv)  # (B, T, C)
+        x, block_cache = block_forward(config, params, i, x, rng, kv, F)  # (B, T, C)
         block_caches.append(block_cache)
         if hidden is not None:
             hidden.append(x)
-    lnf, lnf_cache = layernorm_forward(x, P("ln_f.weight"), P("ln_f.bias"), config.layer_norm_epsilon)
-    logits, head_cache = linear_forward(lnf, P("wte.weight").T)  # (B, T, C) @ (C, V) -> (B, T, V), tied
-    loss, ce_cache = cross_entropy_forward(logits, targets) if targets is not None else (None, None)
+    lnf, lnf_cache = F.layernorm_forward(x, P("ln_f.weight"), P("ln_f.bias"), config.layer_norm_epsilon)
+    logits, head_cache = F.linear_forward(lnf, P("wte.weight").T)  # (B, T, C) @ (C, V) -> (B, T, V), tied
+    loss, ce_cache = F.cross_entropy_forward(logits, targets) if targets is not None else (None, None)
     if kv is not None:
         kv.length += idx.shape[1]
-    cache = (config, emb_cache, embdrop_cache, block_caches, lnf_cache, head_cache, ce_cache)
+    cache = (config, F, emb_cache, embdrop_cache, block_caches, lnf_cache, head_cache, ce_cache)
     return logits, loss, cache
 
 
@@ -249,24 +241,25 @@ def gpt_backward(cache, dloss: float = 1.0, dlogits=None, dhidden=None):
     For losses computed outside the model (distillation, compress/distill.py):
     dlogits : (B, T, V) or None, the gradient at the logits; it replaces the cross-entropy's
         (dloss is then not applied: scale dlogits yourself), and the forward needs no targets.
-    dhidden : dict {block i: (B, T, C)} or None, extra gradients at block i's output, added to
-        what flows back from the layers above (hidden-state losses); key -1 is the embeddings'
-        output (block 0's input)."""
-    config, emb_cache, embdrop_cache, block_caches, lnf_cache, head_cache, ce_cache = cache
+    dhidden : dict {j: (B, T, C)} or None, extra gradients at the hidden state hidden[j] of
+        gpt_forward (j = 0 the embeddings' output, j = i + 1 block i's output), added to what
+        flows back from the layers above (hidden-state losses)."""
+    config, F, emb_cache, embdrop_cache, block_caches, lnf_cache, head_cache, ce_cache = cache
     if dlogits is None:
         if ce_cache is None:
             raise InputError("gpt_backward needs a loss: call gpt_forward with targets")
-        dlogits = cross_entropy_backward(ce_cache, dloss)  # (B, T, V)
+        dlogits = F.cross_entropy_backward(ce_cache, dloss)  # (B, T, V)
     grads = {}
-    dlnf, dwte_head, _ = linear_backward(dlogits, head_cache)  # dwte_head: (C, V), of wte^T
-    dx, grads["ln_f.weight"], grads["ln_f.bias"] = layernorm_backward(dlnf, lnf_cache)  # (B, T, C)
+    dlnf, dwte_head, _ = F.linear_backward(dlogits, head_cache)  # dwte_head: (C, V), of wte^T
+    dx, grads["ln_f.weight"], grads["ln_f.bias"] = F.layernorm_backward(dlnf, lnf_cache)  # (B, T, C)
+    dhidden = dhidden or {}
     for i in reversed(range(config.n_layer)):
-        if dhidden and i in dhidden:
-            dx = dx + dhidden[i]  # block i's output also feeds a hidden-state loss
-        dx = block_backward(config, i, dx, block_caches[i], grads)  # (B, T, C)
-    if dhidden and -1 in dhidden:
-        dx = dx + dhidden[-1]
-    dx = dropout_backward(dx, embdrop_cache)
-    dwte, grads["wpe.weight"] = embedding_backward(dx, emb_cache)
+        if i + 1 in dhidden:
+            dx = dx + dhidden[i + 1]  # block i's output also feeds a hidden-state loss
+        dx = block_backward(config, i, dx, block_caches[i], grads, F)  # (B, T, C)
+    if 0 in dhidden:
+        dx = dx + dhidden[0]  # the embeddings' output (block 0's input) feeds one too
+    dx = F.dropout_backward(dx, embdrop_cache)
+    dwte, grads["wpe.weight"] = F.embedding_backward(dx, emb_cache)
     grads["wte.weight"] = dwte + dwte_head.T  # tied: the embedding and the output layer both use wte
     return {name: grads[name] for name in param_shapes(config)}  # parameter order; drops None biases

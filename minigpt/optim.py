@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from . import backend
+
 
 class AdamW:
     """AdamW over a dict of named parameters, updated in place. State: the step count t and
@@ -31,24 +33,42 @@ class AdamW:
     def step(self, params: dict, grads: dict, lr: float):
         """One update of every parameter in place with learning rate lr."""
         self.t += 1
-        b1, b2 = self.beta1, self.beta2
-        bias_correction1 = 1.0 - b1**self.t
-        bias_correction2_sqrt = math.sqrt(1.0 - b2**self.t)
+        update = backend.ops().adamw_update  # this module's adamw_update, or its numba twin
         for name, p in params.items():
-            g, m, v = grads[name], self.m[name], self.v[name]
-            if p.ndim >= 2 and self.weight_decay != 0.0:
-                p *= 1.0 - lr * self.weight_decay  # decoupled weight decay
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * (g * g)
-            denom = np.sqrt(v) / bias_correction2_sqrt + self.eps
-            p -= (lr / bias_correction1) * (m / denom)
+            decay = p.ndim >= 2  # weights and embeddings decay; biases and LayerNorm gains do not
+            update(p, grads[name], self.m[name], self.v[name], lr, self.beta1, self.beta2, self.eps,
+                   self.weight_decay, self.t, decay)  # fmt: skip
+
+
+def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decay):
+    """One AdamW step of parameter p in place (torch.optim.AdamW's arithmetic, in its order).
+
+    p, g, m, v : arrays of one shape: the parameter, its gradient, the first and second moments
+        (m and v are updated in place too)
+    t : the step number, counted from 1, for the bias corrections
+    decay : whether weight decay applies to this parameter
+    """
+    bias_correction1 = 1.0 - beta1**t
+    bias_correction2_sqrt = math.sqrt(1.0 - beta2**t)
+    if decay and weight_decay != 0.0:
+        p *= 1.0 - lr * weight_decay  # decoupled weight decay: not part of the gradient, not in m or v
+    m *= beta1
+    m += (1.0 - beta1) * g
+    v *= beta2
+    v += (1.0 - beta2) * (g * g)
+    denom = np.sqrt(v) / bias_correction2_sqrt + eps
+    p -= (lr / bias_correction1) * (m / denom)
+
+
+def sum_of_squares(g) -> float:
+    """The sum of g's squared elements, accumulated in float64."""
+    return float(np.sum(np.square(g, dtype=np.float64)))
 
 
 def global_norm(grads: dict) -> float:
     """sqrt of the sum of squares of every gradient element (accumulated in float64)."""
-    return math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+    sumsq = backend.ops().sum_of_squares  # this module's sum_of_squares, or its numba twin
+    return math.sqrt(sum(sumsq(g) for g in grads.values()))
 
 
 def clip_grad_norm(grads: dict, max_norm: float) -> float:

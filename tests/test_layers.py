@@ -23,10 +23,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from minigpt.backend import ops_for
 from minigpt.gradcheck import SMOOTH_TOLERANCE, check_gradients
 from minigpt.layers import (
     IGNORE_INDEX,
-    attention_backward,
     attention_forward,
     cross_entropy_backward,
     cross_entropy_forward,
@@ -34,17 +34,16 @@ from minigpt.layers import (
     dropout_forward,
     embedding_backward,
     embedding_forward,
-    gelu_backward,
     gelu_forward,
     layernorm_backward,
     layernorm_forward,
-    linear_backward,
     linear_forward,
     relu_backward,
     relu_forward,
 )
 from minigpt.layers.attention import attention_forward_kv
 
+NUMPY = ops_for("numpy")  # the layers above; tests/test_kernels.py reruns the cases with numba's
 DTYPES = [np.float32, np.float64]
 SEEDS = st.integers(0, 2**32 - 1)
 SIZES = st.integers(1, 3)  # B, NH
@@ -98,65 +97,65 @@ class LayerCase:
     frozen: dict = field(default_factory=dict)
 
 
-def linear_case(rng, dtype, bias, B=2, T=3, C_in=4, C_out=5):
+def linear_case(rng, dtype, bias, B=2, T=3, C_in=4, C_out=5, F=NUMPY):
     x, w = normal(rng, (B, T, C_in), dtype), normal(rng, (C_in, C_out), dtype)
     b = normal(rng, (C_out,), dtype) if bias else None
     inputs = {"x": x, "w": w} | ({"b": b} if bias else {})
 
     def backward(dout, cache):
-        dx, dw, db = linear_backward(dout, cache)
+        dx, dw, db = F.linear_backward(dout, cache)
         assert (db is None) == (not bias), "db must be None exactly when there is no bias"
         return {"x": dx, "w": dw} | ({"b": db} if bias else {})
 
-    return LayerCase(lambda: linear_forward(x, w, b), backward, inputs, (B, T, C_out))
+    return LayerCase(lambda: F.linear_forward(x, w, b), backward, inputs, (B, T, C_out))
 
 
-def layernorm_case(rng, dtype, bias, B=2, T=3, C=6):
+def layernorm_case(rng, dtype, bias, B=2, T=3, C=6, F=NUMPY):
     x = spread_rows(rng, (B, T, C), dtype)
     w = (1.0 + normal(rng, (C,), np.float64, 0.3)).astype(dtype)
     b = normal(rng, (C,), dtype, 0.3) if bias else None
     inputs = {"x": x, "w": w} | ({"b": b} if bias else {})
 
     def backward(dout, cache):
-        dx, dw, db = layernorm_backward(dout, cache)
+        dx, dw, db = F.layernorm_backward(dout, cache)
         assert (db is None) == (not bias), "db must be None exactly when there is no bias"
         return {"x": dx, "w": dw} | ({"b": db} if bias else {})
 
-    return LayerCase(lambda: layernorm_forward(x, w, b), backward, inputs, (B, T, C))
+    return LayerCase(lambda: F.layernorm_forward(x, w, b), backward, inputs, (B, T, C))
 
 
-def gelu_case(rng, dtype, B=2, T=3, C=5):
+def gelu_case(rng, dtype, B=2, T=3, C=5, F=NUMPY):
     x = normal(rng, (B, T, C), dtype, 1.5)
-    return LayerCase(lambda: gelu_forward(x), lambda d, c: {"x": gelu_backward(d, c)}, {"x": x}, x.shape)
+    return LayerCase(lambda: F.gelu_forward(x), lambda d, c: {"x": F.gelu_backward(d, c)}, {"x": x}, x.shape)
 
 
-def relu_case(rng, dtype, B=2, T=3, C=5):
+def relu_case(rng, dtype, B=2, T=3, C=5, F=NUMPY):
     x = away_from_zero(rng, (B, T, C), dtype)
-    return LayerCase(lambda: relu_forward(x), lambda d, c: {"x": relu_backward(d, c)}, {"x": x}, x.shape)
+    return LayerCase(lambda: F.relu_forward(x), lambda d, c: {"x": F.relu_backward(d, c)}, {"x": x}, x.shape)
 
 
-def dropout_case(rng, dtype, p=0.5, mask_seed=1234, B=2, T=3, C=5):
+def dropout_case(rng, dtype, p=0.5, mask_seed=1234, B=2, T=3, C=5, F=NUMPY):
     """Dropout with a fixed mask: a fresh generator with the same seed on every forward call."""
     x = normal(rng, (B, T, C), dtype)
     return LayerCase(
-        lambda: dropout_forward(x, p, np.random.default_rng(mask_seed)),
-        lambda d, c: {"x": dropout_backward(d, c)},
+        lambda: F.dropout_forward(x, p, np.random.default_rng(mask_seed)),
+        lambda d, c: {"x": F.dropout_backward(d, c)},
         {"x": x},
         x.shape,
     )
 
 
-def embedding_case(rng, dtype, B=2, T=3, V=4, maxT=6, C=3, start=1):
+def embedding_case(rng, dtype, B=2, T=3, V=4, maxT=6, C=3, start=1, F=NUMPY):
     """Token + position embedding for positions start..start+T-1 (start > 0: KV-cache decoding)."""
     idx = rng.integers(0, V, size=(B, T))
     wte, wpe = normal(rng, (V, C), dtype), normal(rng, (maxT, C), dtype)
 
     def backward(dout, cache):
-        dwte, dwpe = embedding_backward(dout, cache)
+        dwte, dwpe = F.embedding_backward(dout, cache)
         return {"wte": dwte, "wpe": dwpe}
 
     return LayerCase(
-        lambda: embedding_forward(idx, wte, wpe, start),
+        lambda: F.embedding_forward(idx, wte, wpe, start),
         backward,
         {"wte": wte, "wpe": wpe},
         (B, T, C),
@@ -164,28 +163,28 @@ def embedding_case(rng, dtype, B=2, T=3, V=4, maxT=6, C=3, start=1):
     )
 
 
-def attention_case(rng, dtype, p=0.0, mask_seed=99, B=2, T=4, NH=2, hs=3):
+def attention_case(rng, dtype, p=0.0, mask_seed=99, B=2, T=4, NH=2, hs=3, F=NUMPY):
     """Attention on random q, k, v of order 1; with p > 0 the dropout mask is fixed by mask_seed."""
     C = NH * hs
     qkv = normal(rng, (B, T, 3 * C), dtype)
 
     def forward():
-        return attention_forward(qkv, NH, p, np.random.default_rng(mask_seed) if p > 0 else None)
+        return F.attention_forward(qkv, NH, p, np.random.default_rng(mask_seed) if p > 0 else None)
 
-    return LayerCase(forward, lambda d, c: {"qkv": attention_backward(d, c)}, {"qkv": qkv}, (B, T, C))
+    return LayerCase(forward, lambda d, c: {"qkv": F.attention_backward(d, c)}, {"qkv": qkv}, (B, T, C))
 
 
-CASES = {
-    "linear_bias": lambda rng, dt: linear_case(rng, dt, bias=True),
-    "linear_nobias": lambda rng, dt: linear_case(rng, dt, bias=False),
-    "layernorm_bias": lambda rng, dt: layernorm_case(rng, dt, bias=True),
-    "layernorm_nobias": lambda rng, dt: layernorm_case(rng, dt, bias=False),
-    "gelu": gelu_case,
-    "relu": relu_case,
-    "dropout": dropout_case,
-    "embedding": embedding_case,
-    "attention": attention_case,
-    "attention_dropout": lambda rng, dt: attention_case(rng, dt, p=0.3),
+CASES = {  # name -> builder(rng, dtype, F): F is a backend's layer functions (minigpt.backend)
+    "linear_bias": lambda rng, dt, F=NUMPY: linear_case(rng, dt, bias=True, F=F),
+    "linear_nobias": lambda rng, dt, F=NUMPY: linear_case(rng, dt, bias=False, F=F),
+    "layernorm_bias": lambda rng, dt, F=NUMPY: layernorm_case(rng, dt, bias=True, F=F),
+    "layernorm_nobias": lambda rng, dt, F=NUMPY: layernorm_case(rng, dt, bias=False, F=F),
+    "gelu": lambda rng, dt, F=NUMPY: gelu_case(rng, dt, F=F),
+    "relu": lambda rng, dt, F=NUMPY: relu_case(rng, dt, F=F),
+    "dropout": lambda rng, dt, F=NUMPY: dropout_case(rng, dt, F=F),
+    "embedding": lambda rng, dt, F=NUMPY: embedding_case(rng, dt, F=F),
+    "attention": lambda rng, dt, F=NUMPY: attention_case(rng, dt, F=F),
+    "attention_dropout": lambda rng, dt, F=NUMPY: attention_case(rng, dt, p=0.3, F=F),
 }
 
 

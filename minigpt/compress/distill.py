@@ -59,10 +59,10 @@ from ..checkpoint import Checkpoint, load_checkpoint
 from ..config import GPTConfig, is_number
 from ..errors import InputError
 from ..layers import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
-from ..layers.attention import merge_heads
+from ..layers.attention import masked_softmax, merge_heads, split_heads
 from ..layers.cross_entropy import log_softmax
-from ..layers.layernorm import layernorm_backward
-from ..layers.linear import linear_backward
+from ..layers.layernorm import layernorm_backward, layernorm_forward
+from ..layers.linear import linear_backward, linear_forward
 from ..model import gpt_backward, gpt_forward, init_params, param_shapes
 from ..train import Objective, TrainConfig, train
 
@@ -317,29 +317,36 @@ def attention_kl_backward(cache, dloss: float = 1.0):
     return (att_s - att_t) * (rowmask * (dloss / max(n * NH, 1)))
 
 
-def attention_probs(cache, i: int):
-    """Block i's attention probabilities (B, NH, T, T) from a gpt_forward cache, as model.py lays
-    it out: cache[3] holds the block caches, a block cache's [2] is attention_forward's cache,
-    whose [3] is the probabilities (before dropout)."""
-    return cache[3][i][2][3]
+def attention_map_forward(config: GPTConfig, params, i: int, x):
+    """Block i's attention probabilities, recomputed from the block's input x (B, T, C) with the
+    NumPy layers, as model.block_forward computes them: ln_1, c_attn, q k^T / sqrt(hs), causal
+    softmax. Recomputing (one LayerNorm and one matrix product per mapped layer) keeps this
+    module independent of how a backend lays out its caches.
+
+    Returns att (B, NH, T, T) and a cache for attention_map_backward."""
+    p, P = f"h.{i}.", params.get
+    ln1, ln1_cache = layernorm_forward(x, P(p + "ln_1.weight"), P(p + "ln_1.bias"), config.layer_norm_epsilon)
+    qkv, qkv_cache = linear_forward(ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"))  # (B, T, 3C)
+    C, NH = config.n_embd, config.n_head
+    q, k = split_heads(qkv[..., :C], NH), split_heads(qkv[..., C:2 * C], NH)  # (B, NH, T, hs)
+    scale = 1.0 / math.sqrt(config.head_size)
+    T = x.shape[1]
+    att = masked_softmax((q @ k.transpose(0, 1, 3, 2)) * scale, np.tri(T, dtype=bool))  # (B, NH, T, T)
+    return att, (p, ln1_cache, qkv_cache, q, k, scale)
 
 
-def attention_scores_backward(dscores, block_cache, i: int):
-    """Push a gradient at block i's attention scores back to the block's input.
+def attention_map_backward(dscores, cache):
+    """From a gradient at the attention scores (B, NH, T, T) back to the block's input.
 
-    scores = q k^T * scale with q, k from c_attn(ln_1(x)): dq = dscores k * scale,
-    dk = dscores^T q * scale, dv = 0; then the c_attn and ln_1 backward passes. Returns dx
-    (B, T, C) at the block's input and {name: gradient} of c_attn and ln_1 (biases when present).
-    Reads the block cache as model.block_forward lays it out."""
-    ln1_cache, qkv_cache, att_cache = block_cache[0], block_cache[1], block_cache[2]
-    q, k = att_cache[0], att_cache[1]  # (B, NH, T, hs)
-    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = q k^T * scale: dq = dscores k * scale, dk = dscores^T q * scale, dv = 0; then the
+    c_attn and ln_1 backward passes. Returns dx (B, T, C) and {name: gradient} for c_attn and
+    ln_1 (biases when the model has them)."""
+    p, ln1_cache, qkv_cache, q, k, scale = cache
     dq = (dscores @ k) * scale  # (B, NH, T, T) @ (B, NH, T, hs) -> (B, NH, T, hs)
     dk = (dscores.transpose(0, 1, 3, 2) @ q) * scale
     dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), np.zeros_like(merge_heads(dq))], axis=-1)  # (B, T, 3C)
     dln1, dw, db = linear_backward(dqkv, qkv_cache)
     dx, dlnw, dlnb = layernorm_backward(dln1, ln1_cache)
-    p = f"h.{i}."
     pairs = (("attn.c_attn.weight", dw), ("attn.c_attn.bias", db), ("ln_1.weight", dlnw), ("ln_1.bias", dlnb))
     return dx, {p + name: g for name, g in pairs if g is not None}
 
@@ -515,9 +522,9 @@ class DistillConfig:
 
 class DistillObjective(Objective):
     """Each step: the teacher's forward in inference mode (no targets, no dropout; its cache is
-    dropped at once, except the hidden states and attention maps the losses need), the student's
-    forward, the distillation losses, and one backward through the student with the gradients
-    at its logits, hidden states and attention scores."""
+    dropped at once, only the hidden states the losses need are kept), the student's forward,
+    the distillation losses, and one backward through the student with the gradients at its
+    logits and hidden states."""
 
     name = "distill"
 
@@ -554,51 +561,53 @@ class DistillObjective(Objective):
             self.extra = {PROJ_NAME: w.astype(dtype)}
 
     def loss_and_grads(self, config, params, x, y, rng, dloss):
+        """hidden[j] below is the residual stream as gpt_forward lists it: j = 0 the embeddings'
+        output, j = i + 1 block i's output; so layer-map pair (i, k) compares hidden[i + 1] of
+        the student with hidden[k + 1] of the teacher, and the attention maps of blocks i and k
+        are recomputed from their inputs hidden[i] and hidden[k]."""
         dc = self.dc
-        t_hidden = [] if dc.hidden_loss else None
-        t_logits, _, t_cache = gpt_forward(self.teacher.config, self.tparams, x, hidden=t_hidden)
-        t_att = {tl: attention_probs(t_cache, tl) for _, tl in self.pairs} if dc.attention_weight > 0 else {}
-        del t_cache  # inference mode: nothing of the teacher's backward is kept
-        s_hidden = [] if dc.hidden_loss else None
+        tcfg = self.teacher.config
+        t_hidden = [] if self.pairs else None
+        t_logits, _, _ = gpt_forward(tcfg, self.tparams, x, hidden=t_hidden)  # the teacher's cache is dropped
+        s_hidden = [] if self.pairs else None
         logits, _, cache = gpt_forward(config, params, x, rng=rng, hidden=s_hidden)
         loss, logs, lcache = distill_loss_forward(logits, t_logits, y, dc.alpha, dc.temperature, dc.divergence)
         dlogits = distill_loss_backward(lcache, dloss)
-        dhidden, dproj = {}, None
+        dhidden, extra_grads = {}, {}
+
+        def add(d, key, value):
+            d[key] = d[key] + value if key in d else value
+
         proj = self.extra.get(PROJ_NAME)
         if dc.hidden_loss:
-            w = dc.hidden_weight / len(self.pairs)
-            h_total = 0.0
+            w, total = dc.hidden_weight / len(self.pairs), 0.0
             for sl, tl in self.pairs:
-                h, hcache = hidden_loss_forward(dc.hidden_loss, s_hidden[sl], t_hidden[tl], proj, y)
+                h, hcache = hidden_loss_forward(dc.hidden_loss, s_hidden[sl + 1], t_hidden[tl + 1], proj, y)
                 dh, dp = hidden_loss_backward(hcache, w * dloss)
-                dhidden[sl] = dhidden.get(sl, 0.0) + dh
-                dproj = dp if dproj is None else dproj + dp
-                h_total += h / len(self.pairs)
-            loss += dc.hidden_weight * h_total
-            logs["hidden_loss"] = h_total
-        att_grads = []
+                add(dhidden, sl + 1, dh)
+                if dp is not None:
+                    add(extra_grads, PROJ_NAME, dp)
+                total += h / len(self.pairs)
+            loss += dc.hidden_weight * total
+            logs["hidden_loss"] = total
         if dc.attention_weight > 0:
-            w = dc.attention_weight / len(self.pairs)
-            a_total = 0.0
+            w, total = dc.attention_weight / len(self.pairs), 0.0
             for sl, tl in self.pairs:
-                a, acache = attention_kl_forward(attention_probs(cache, sl), t_att[tl], y)
-                att_grads.append((sl, attention_kl_backward(acache, w * dloss)))
-                a_total += a / len(self.pairs)
-            loss += dc.attention_weight * a_total
-            logs["attention_loss"] = a_total
-        # attention-score gradients become gradients at their block's input (the output of the
-        # block below, or of the embeddings for block 0: dhidden[-1]) plus c_attn and ln_1 gradients
-        att_param_grads: dict = {}
-        for sl, dscores in att_grads:
-            dx, g = attention_scores_backward(dscores, cache[3][sl], sl)
-            dhidden[sl - 1] = dhidden.get(sl - 1, 0.0) + dx
-            for name, val in g.items():
-                att_param_grads[name] = att_param_grads[name] + val if name in att_param_grads else val
+                att_t, _ = attention_map_forward(tcfg, self.tparams, tl, t_hidden[tl])
+                att_s, mcache = attention_map_forward(config, params, sl, s_hidden[sl])
+                a, acache = attention_kl_forward(att_s, att_t, y)
+                dx, g = attention_map_backward(attention_kl_backward(acache, w * dloss), mcache)
+                add(dhidden, sl, dx)  # the gradient at block sl's input
+                for name, val in g.items():
+                    add(extra_grads, name, val)  # c_attn and ln_1: added to the model's gradients below
+                total += a / len(self.pairs)
+            loss += dc.attention_weight * total
+            logs["attention_loss"] = total
         grads = gpt_backward(cache, dlogits=dlogits, dhidden=dhidden or None)
-        for name, val in att_param_grads.items():
-            grads[name] = grads[name] + val
-        if proj is not None:
-            grads[PROJ_NAME] = dproj if dproj is not None else np.zeros_like(proj)
+        for name, val in extra_grads.items():
+            add(grads, name, val)
+        if proj is not None and PROJ_NAME not in grads:
+            grads[PROJ_NAME] = np.zeros_like(proj)
         return loss, grads, logs
 
     def meta(self):
