@@ -10,6 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from minigpt import backend
 from minigpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from minigpt.cli import main
 from minigpt.compress.distill import (
@@ -227,10 +228,18 @@ def toy_teacher():
     return Checkpoint(TEACHER_CFG, noisy_params(TEACHER_CFG, 1), CharTokenizer(CHARS))
 
 
-@pytest.mark.parametrize("hidden, divergence", [("mse", "kl"), ("cosine", "reverse_kl"), ("mse", "js")])
-def test_objective_gradients_through_the_student_match_finite_differences(toy_teacher, hidden, divergence):
+@pytest.mark.parametrize("hidden, divergence, backend_name",
+                         [("mse", "kl", "numba"), ("cosine", "reverse_kl", "numpy"), ("mse", "js", "numpy")])
+def test_objective_gradients_through_the_student_match_finite_differences(toy_teacher, hidden, divergence,
+                                                                          backend_name):
     """Soft loss + cross-entropy + hidden loss through the learned projection + attention-map KL
-    (including block 0, whose input is the embeddings' output), all at once."""
+    (including block 0, whose input is the embeddings' output), all at once; on both backends
+    (numba's small-array calls are slow, so it gets one case)."""
+    with backend.use_backend(backend_name):
+        check_objective_gradients(toy_teacher, hidden, divergence)
+
+
+def check_objective_gradients(toy_teacher, hidden, divergence):
     student = GPTConfig(vocab_size=7, block_size=5, n_layer=2, n_head=2, n_embd=6, bias=True)
     dc = DistillConfig(teacher="unused", alpha=0.3, temperature=1.7, divergence=divergence, hidden_loss=hidden,
                        hidden_weight=0.7, attention_weight=0.5, layer_map="0:1,1:2,0:0", student_init="random")
