@@ -24,7 +24,7 @@ The distillation loss mixes one of them with the ordinary cross-entropy on the l
 Losses on the hidden states (each block's output, the residual stream), student layer i against
 teacher layer map[i]:
 - MSE (TinyBERT, Jiao et al. 2020): mean((H_s W - H_t)^2) with W a learned (C_s, C_t)
-  projection when the widths differ (one W shared by every mapped pair, as TinyBERT's code) and
+  projection when the widths differ (one W shared by every mapped pair, as the paper's W_h) and
   no projection when they are equal. Matches torch.nn.functional.mse_loss(reduction="mean") over
   the kept positions and C_t channels.
 - cosine (DistilBERT, Sanh et al. 2019): mean(1 - cos(H_s W, H_t)) over the kept positions, as
