@@ -395,6 +395,8 @@ def test_distill_resume_is_exact_including_the_projection(cli_teacher, capsys):
     (["--hidden-loss", "mse", "--layer-map", "0:5"], "teacher layer 5, which does not exist"),
     (["--hidden-loss", "cosine", "--layer-map", "3:0"], "student layer 3, which does not exist"),
     (["--student-init", "0,1,2"], "lists 3 teacher blocks for a student of 1 layers"),
+    (["--student-preset", "tiny"], "student block_size 32 exceeds the teacher's 16"),  # tiny's context is 32
+    (["--hidden-loss", "l2"], "hidden_loss must be one of"),
 ])
 def test_distill_bad_input_is_one_line_and_exit_2(cli_teacher, capsys, extra, message):
     d, text, teacher = cli_teacher
