@@ -75,6 +75,11 @@ def save_checkpoint(path, config: GPTConfig, params: dict, tokenizer: CharTokeni
         "meta": json.dumps(meta or {}),
         "sha256": tensors_digest(tensors),
     }
+    _atomic_save_file(path, tensors, metadata)
+
+
+def _atomic_save_file(path: Path, tensors: dict, metadata: dict):
+    """safetensors' save_file under a temporary name, fsync, then rename over path."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -98,6 +103,32 @@ def save_checkpoint(path, config: GPTConfig, params: dict, tokenizer: CharTokeni
             os.close(dir_fd)
     except OSError:
         pass  # not supported on every platform; the write itself is complete
+
+
+def save_tensors(path, tensors: dict, meta=None):
+    """Named arrays that are not a model (e.g. a distillation projection and its AdamW moments)
+    with a JSON meta dict, written atomically and checksummed like a checkpoint."""
+    path = Path(path)
+    tensors = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
+    metadata = {"format": FORMAT + "-tensors", "meta": json.dumps(meta or {}), "sha256": tensors_digest(tensors)}
+    _atomic_save_file(path, tensors, metadata)
+
+
+def load_tensors(path) -> tuple[dict, dict]:
+    """(tensors, meta) from a file save_tensors wrote; any problem is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"file not found: {path}")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: np.array(f.get_tensor(name)) for name in f.keys()}  # noqa: SIM118 (not a dict)
+        meta = json.loads(metadata["meta"])
+    except Exception as e:  # noqa: BLE001 (safetensors raises several error types for damaged files)
+        _fail(path, f"not a readable minigpt tensor file ({type(e).__name__})")
+    if metadata.get("format") != FORMAT + "-tensors" or tensors_digest(tensors) != metadata.get("sha256"):
+        _fail(path, "not a minigpt tensor file, or its data does not match its checksum")
+    return tensors, meta
 
 
 def _fail(path, problem: str):

@@ -1,4 +1,4 @@
-"""The `minigpt` command: train, sample, eval, data, bench, reference.
+"""The `minigpt` command: train, distill, sample, eval, data, bench, reference.
 
 Contract (scripts rely on it):
 - every GPTConfig and TrainConfig field is a flag of the same name with dashes (--n-layer,
@@ -65,6 +65,8 @@ def build_parser() -> Parser:
     add_dataclass_flags(p, TrainConfig, skip=("resume",))
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its resume.safetensors")
 
+    add_distill_parser(sub)
+
     p = sub.add_parser("sample", help="generate text from a checkpoint, streamed to stdout")
     p.add_argument("--ckpt", required=True, help="checkpoint file (e.g. out/ckpt.safetensors)")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline); a prompt longer than "
@@ -102,6 +104,22 @@ def build_parser() -> Parser:
 
     add_reference_parser(sub)
     return parser
+
+
+def add_distill_parser(sub):
+    from .compress.distill import DistillConfig
+    from .train import DEFAULT_PRESET, PRESETS, TrainConfig
+
+    p = sub.add_parser("distill", help="train a small student to imitate a trained teacher (knowledge distillation)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help=f"starting values for the training fields (default {DEFAULT_PRESET})")
+    p.add_argument("--student-preset", choices=sorted(PRESETS), default=None,
+                   help="starting values for the student's model fields (default: the teacher's, with half its layers)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout (log lines go to stderr)")
+    add_dataclass_flags(p, DistillConfig)
+    add_dataclass_flags(p, GPTConfig)
+    add_dataclass_flags(p, TrainConfig, skip=("resume",))
+    p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its resume.safetensors")
 
 
 def add_reference_parser(sub):
@@ -165,6 +183,34 @@ def cmd_train(args) -> int:
         print(json.dumps(summary))
     else:
         print(f"done: best val loss {summary['best_val_loss']:.4f}; model in {summary['ckpt']}", file=log_stream)
+    return 130 if summary["interrupted"] else 0
+
+
+def cmd_distill(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .compress.distill import DistillConfig, distill
+    from .train import DEFAULT_PRESET, TrainConfig, preset, resume_path
+
+    train_given = given(args, TrainConfig, skip=("resume",))
+    model_given = given(args, GPTConfig)
+    distill_given = given(args, DistillConfig)
+    if args.resume:  # the run's own settings; flags given now override them
+        stored = load_checkpoint(resume_path(train_given.get("out_dir", "out"))).meta
+        tc = TrainConfig(**{**stored.get("train_config", {}), **train_given, "resume": True, "init_from": None})
+        dc = DistillConfig(**{**stored.get("distill", {}), **distill_given})
+        student_base = {}
+    else:
+        _, train_preset = preset(args.preset or DEFAULT_PRESET)
+        tc = TrainConfig(**{**train_preset, **train_given})
+        dc = DistillConfig(**distill_given)
+        student_base = preset(args.student_preset)[0] if args.student_preset else None
+    log_stream = sys.stderr if args.json else sys.stdout
+    summary = distill(tc, dc, model_given, student_base, stream=log_stream)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"done: best val loss {summary['best_val_loss']:.4f} (teacher {summary['teacher_params']:,} parameters, "
+              f"student {summary['params']:,}); model in {summary['ckpt']}", file=log_stream)
     return 130 if summary["interrupted"] else 0
 
 
@@ -309,7 +355,7 @@ def cmd_reference(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
+COMMANDS = {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
             "reference": cmd_reference}
 
 

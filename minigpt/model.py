@@ -179,7 +179,7 @@ def block_backward(config: GPTConfig, i: int, dx, cache, grads, F=None):
 # the whole model
 
 
-def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None):
+def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None, hidden=None):
     """
     Parameters
     ----------
@@ -193,6 +193,9 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None)
     kv : a KVCache (generate.py) holding the keys and values of the kv.length earlier positions,
         or None. With it, idx holds the next tokens only, at positions kv.length onwards, and
         the cache is extended by them. Inference only: no dropout and no backward.
+    hidden : a list or None. A list receives the residual stream (B, T, C) as Hugging Face's
+        output_hidden_states: hidden[0] is the embeddings' output (after dropout), hidden[i + 1]
+        block i's output. Distillation compares them (compress/distill.py).
 
     Returns
     -------
@@ -214,10 +217,14 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None)
         rng = None  # no dropout while decoding
     x, emb_cache = F.embedding_forward(idx, P("wte.weight"), P("wpe.weight"), start)  # (B, T, C)
     x, embdrop_cache = F.dropout_forward(x, config.dropout, rng)
+    if hidden is not None:
+        hidden.append(x)
     block_caches = []
     for i in range(config.n_layer):
         x, block_cache = block_forward(config, params, i, x, rng, kv, F)  # (B, T, C)
         block_caches.append(block_cache)
+        if hidden is not None:
+            hidden.append(x)
     lnf, lnf_cache = F.layernorm_forward(x, P("ln_f.weight"), P("ln_f.bias"), config.layer_norm_epsilon)
     logits, head_cache = F.linear_forward(lnf, P("wte.weight").T)  # (B, T, C) @ (C, V) -> (B, T, V), tied
     loss, ce_cache = F.cross_entropy_forward(logits, targets) if targets is not None else (None, None)
@@ -227,18 +234,31 @@ def gpt_forward(config: GPTConfig, params, idx, targets=None, rng=None, kv=None)
     return logits, loss, cache
 
 
-def gpt_backward(cache, dloss: float = 1.0):
+def gpt_backward(cache, dloss: float = 1.0, dlogits=None, dhidden=None):
     """The forward in reverse: returns a dict of gradients with the same names and shapes as the
-    parameters. dloss scales the seed gradient (e.g. 1 / grad_accum_steps)."""
+    parameters. dloss scales the seed gradient (e.g. 1 / grad_accum_steps).
+
+    For losses computed outside the model (distillation, compress/distill.py):
+    dlogits : (B, T, V) or None, the gradient at the logits; it replaces the cross-entropy's
+        (dloss is then not applied: scale dlogits yourself), and the forward needs no targets.
+    dhidden : dict {j: (B, T, C)} or None, extra gradients at the hidden state hidden[j] of
+        gpt_forward (j = 0 the embeddings' output, j = i + 1 block i's output), added to what
+        flows back from the layers above (hidden-state losses)."""
     config, F, emb_cache, embdrop_cache, block_caches, lnf_cache, head_cache, ce_cache = cache
-    if ce_cache is None:
-        raise InputError("gpt_backward needs a loss: call gpt_forward with targets")
+    if dlogits is None:
+        if ce_cache is None:
+            raise InputError("gpt_backward needs a loss: call gpt_forward with targets")
+        dlogits = F.cross_entropy_backward(ce_cache, dloss)  # (B, T, V)
     grads = {}
-    dlogits = F.cross_entropy_backward(ce_cache, dloss)  # (B, T, V)
     dlnf, dwte_head, _ = F.linear_backward(dlogits, head_cache)  # dwte_head: (C, V), of wte^T
     dx, grads["ln_f.weight"], grads["ln_f.bias"] = F.layernorm_backward(dlnf, lnf_cache)  # (B, T, C)
+    dhidden = dhidden or {}
     for i in reversed(range(config.n_layer)):
+        if i + 1 in dhidden:
+            dx = dx + dhidden[i + 1]  # block i's output also feeds a hidden-state loss
         dx = block_backward(config, i, dx, block_caches[i], grads, F)  # (B, T, C)
+    if 0 in dhidden:
+        dx = dx + dhidden[0]  # the embeddings' output (block 0's input) feeds one too
     dx = F.dropout_backward(dx, embdrop_cache)
     dwte, grads["wpe.weight"] = F.embedding_backward(dx, emb_cache)
     grads["wte.weight"] = dwte + dwte_head.T  # tied: the embedding and the output layer both use wte

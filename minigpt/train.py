@@ -11,6 +11,11 @@ Files in out_dir:
                          at every evaluation, at the end and on Ctrl-C (what --resume reads)
     metrics.jsonl        one JSON object per line: evaluations {"iter", "train_loss", "val_loss"}
                          and log lines {"iter", "loss", "lr", "ms_per_iter", "tokens_per_s", ...}
+    resume_extra.safetensors   only when the objective trains tensors of its own besides the
+                         model's (a distillation projection): those tensors and their AdamW moments
+
+What a step minimizes is an `Objective`: by default the model's own next-token cross-entropy.
+Distillation (compress/distill.py) plugs in its own objective and reuses everything else here.
 
 Randomness is a pure function of (seed, step): the batches, dropout masks and evaluation batches
 of step s come from numpy generators seeded with [seed, s, stream] (as JAX's fold_in). A resumed
@@ -36,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from .config import GPTConfig
 from .data import default_corpus, get_batch, load_text, split
 from .errors import InputError
@@ -47,6 +52,7 @@ from .tokenizer import CharTokenizer
 
 CKPT_NAME = "ckpt.safetensors"
 RESUME_NAME = "resume.safetensors"
+RESUME_EXTRA_NAME = "resume_extra.safetensors"
 METRICS_NAME = "metrics.jsonl"
 STREAM_BATCH, STREAM_DROPOUT, STREAM_EVAL = 0, 1, 2
 ADAM_EPS = 1e-8
@@ -227,6 +233,43 @@ class GracefulInterrupt:
             signal.signal(signal.SIGINT, self.old)
 
 
+class Objective:
+    """What a training step minimizes. This base class is plain language modelling: the mean
+    next-token cross-entropy of the model on the batch. A subclass may change
+
+    - the loss and its gradients (`loss_and_grads`),
+    - a new run's tokenizer and starting weights (`new_tokenizer`, `init_params`),
+    - trainable tensors of its own (`extra`, name -> array, e.g. a projection), which AdamW
+      updates with the model's and the resume state keeps, but ckpt.safetensors does not: the
+      model checkpoint stays an ordinary minigpt checkpoint,
+    - what it records: `meta()` goes into every checkpoint's metadata.
+    """
+
+    name = "lm"
+
+    def __init__(self):
+        self.extra: dict[str, np.ndarray] = {}
+
+    def new_tokenizer(self, text: str) -> CharTokenizer:
+        return CharTokenizer.from_text(text)
+
+    def init_params(self, config: GPTConfig, seed: int, dtype) -> dict:
+        return init_params(config, seed, dtype)
+
+    def prepare(self, config: GPTConfig, tokenizer: CharTokenizer, seed: int, dtype):
+        """Called once the model is known (new, fine-tuned or resumed), before the first step:
+        check it fits the objective and create the extra tensors."""
+
+    def loss_and_grads(self, config: GPTConfig, params, x, y, rng, dloss: float):
+        """One micro-batch: (loss, grads, logs). grads holds every parameter's gradient and every
+        extra tensor's, all scaled by dloss; logs holds floats to record next to the loss."""
+        _, loss, cache = gpt_forward(config, params, x, y, rng=rng)
+        return loss, gpt_backward(cache, dloss=dloss), {}
+
+    def meta(self) -> dict:
+        return {}
+
+
 def _check_model_overrides(config: GPTConfig, overrides: dict, where: str, allowed=("dropout",)) -> GPTConfig:
     """Model fields given for a run that starts from a checkpoint must agree with it, except the
     ones that change no shape (dropout)."""
@@ -240,13 +283,40 @@ def _check_model_overrides(config: GPTConfig, overrides: dict, where: str, allow
     return config.replace(**changes)
 
 
-def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet: bool = False) -> dict:
+def _save_extra_state(path: Path, extra: dict, optimizer: AdamW, step: int):
+    """The objective's own tensors and their AdamW moments, next to resume.safetensors."""
+    tensors = {}
+    for name, a in extra.items():
+        tensors[name], tensors["optim.m." + name], tensors["optim.v." + name] = a, optimizer.m[name], optimizer.v[name]
+    save_tensors(path, tensors, {"step": step})
+
+
+def _load_extra_state(path: Path, extra: dict, optimizer: AdamW, step: int):
+    """Restore what _save_extra_state wrote, in place, checking it belongs to the same step."""
+    if not path.is_file():
+        raise InputError(f"{path} not found: this run's objective trains tensors of its own and needs it to resume")
+    tensors, meta = load_tensors(path)
+    if meta.get("step") != step:
+        raise InputError(f"{path} is from iter {meta.get('step')}, the resume state from iter {step}; "
+                         "they were not written together (a crash between the two writes?)")
+    for name, a in extra.items():
+        for key, target in ((name, extra), ("optim.m." + name, optimizer.m), ("optim.v." + name, optimizer.v)):
+            stored = tensors.get(key)
+            if stored is None or stored.shape != a.shape or stored.dtype != a.dtype:
+                raise InputError(f"{path}: tensor {key} is missing or does not fit ({a.shape}, {a.dtype})")
+            target[name][...] = stored
+
+
+def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet: bool = False,
+          objective: Objective | None = None) -> dict:
     """Train a model and return a summary dict (final losses, timings, paths).
 
     model_config: GPTConfig fields for a new model (vocab_size defaults to the data's). With
     tc.resume or tc.init_from the model comes from the checkpoint, and any field given here must
-    agree with it (dropout may change)."""
+    agree with it (dropout may change). objective: what each step minimizes (default: the
+    model's cross-entropy, `Objective()`)."""
     stream = stream or sys.stdout
+    objective = objective or Objective()
     model_config = dict(model_config or {})
     out_dir = prepare_out_dir(tc.out_dir)
     text = load_text(tc.data) if tc.data else default_corpus()
@@ -259,8 +329,13 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
             raise InputError(f"{state_path} holds no optimizer state to resume from")
         config = _check_model_overrides(ck.config, model_config, str(state_path), allowed=())
         tokenizer, params = ck.tokenizer, ck.params
-        optimizer = AdamW(params, tc.beta1, tc.beta2, ADAM_EPS, tc.weight_decay)
-        optimizer.m, optimizer.v, optimizer.t = ck.optim["m"], ck.optim["v"], ck.meta["optim_t"]
+        objective.prepare(config, tokenizer, tc.seed, params[next(iter(params))].dtype)
+        optimizer = AdamW({**params, **objective.extra}, tc.beta1, tc.beta2, ADAM_EPS, tc.weight_decay)
+        optimizer.m.update(ck.optim["m"])
+        optimizer.v.update(ck.optim["v"])
+        optimizer.t = ck.meta["optim_t"]
+        if objective.extra:
+            _load_extra_state(out_dir / RESUME_EXTRA_NAME, objective.extra, optimizer, ck.meta["step"])
         step, evaluated, best_val = ck.meta["step"], ck.meta["evaluated"], ck.meta["best_val_loss"]
         prune_metrics(out_dir / METRICS_NAME, step, evaluated)
     else:
@@ -270,26 +345,33 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
             tokenizer = ck.tokenizer
             params = {name: p.astype(tc.dtype) for name, p in ck.params.items()}
         else:
-            tokenizer = CharTokenizer.from_text(text)
+            tokenizer = objective.new_tokenizer(text)
             vocab_size = model_config.pop("vocab_size", None) or tokenizer.vocab_size
             if vocab_size < tokenizer.vocab_size:
                 raise InputError(f"vocab_size {vocab_size} is smaller than the text's {tokenizer.vocab_size} characters")
             config = GPTConfig(vocab_size=vocab_size, **model_config)
-            params = init_params(config, tc.seed, tc.dtype)
-        optimizer = AdamW(params, tc.beta1, tc.beta2, ADAM_EPS, tc.weight_decay)
+            params = objective.init_params(config, tc.seed, tc.dtype)
+        objective.prepare(config, tokenizer, tc.seed, np.dtype(tc.dtype))
+        optimizer = AdamW({**params, **objective.extra}, tc.beta1, tc.beta2, ADAM_EPS, tc.weight_decay)
         (out_dir / METRICS_NAME).unlink(missing_ok=True)  # a new run starts a new log
 
+    trainable = {**params, **objective.extra}  # the same arrays: AdamW updates them in place
     ids = tokenizer.encode(text)  # with --init-from, new text must use the checkpoint's characters
     train_ids, val_ids = split(ids, config.block_size)
     B, T, accum = tc.batch_size, config.block_size, tc.gradient_accumulation_steps
     tokens_per_iter = B * T * accum
     meta_base = {"train_config": dataclasses.asdict(tc), "seed": tc.seed,
-                 "rng": "numpy default_rng([seed, step, stream]); streams 0 batches, 1 dropout, 2 eval"}
+                 "rng": "numpy default_rng([seed, step, stream]); streams 0 batches, 1 dropout, 2 eval",
+                 **objective.meta()}
     ckpt_path, state_path = out_dir / CKPT_NAME, out_dir / RESUME_NAME
 
     def save_state():
         meta = dict(meta_base, kind="resume", step=step, evaluated=evaluated, best_val_loss=best_val, optim_t=optimizer.t)
-        save_checkpoint(state_path, config, params, tokenizer, meta, {"m": optimizer.m, "v": optimizer.v})
+        m = {n: optimizer.m[n] for n in params}
+        v = {n: optimizer.v[n] for n in params}
+        if objective.extra:  # written first: a crash between the two writes is caught on resume (step mismatch)
+            _save_extra_state(out_dir / RESUME_EXTRA_NAME, objective.extra, optimizer, step)
+        save_checkpoint(state_path, config, params, tokenizer, meta, {"m": m, "v": v})
 
     def diverged(what: str, at: int) -> str:
         last = f"from iter {saved_step}" if saved_step is not None else "none written by this run"
@@ -328,17 +410,20 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                 if tc.decay_lr:
                     lr = get_lr(step, tc.learning_rate, tc.warmup_iters, tc.lr_decay_iters, tc.min_lr)
                 batch_rng, dropout_rng = step_rng(tc.seed, step, STREAM_BATCH), step_rng(tc.seed, step, STREAM_DROPOUT)
-                loss, grads = 0.0, None
+                loss, grads, logs = 0.0, None, {}
                 for _ in range(accum):
                     x, y = get_batch(train_ids, B, T, batch_rng)
-                    _, micro_loss, cache = gpt_forward(config, params, x, y, rng=dropout_rng)
-                    micro_grads = gpt_backward(cache, dloss=1.0 / accum)  # the mean over micro-batches
+                    # the mean over micro-batches: each one's gradients are scaled by 1 / accum
+                    micro_loss, micro_grads, micro_logs = objective.loss_and_grads(
+                        config, params, x, y, dropout_rng, 1.0 / accum)
                     grads = micro_grads if grads is None else {n: grads[n] + g for n, g in micro_grads.items()}
                     loss += micro_loss / accum
+                    for k, val in micro_logs.items():
+                        logs[k] = logs.get(k, 0.0) + val / accum
                 norm = clip_grad_norm(grads, tc.grad_clip)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     raise TrainingError(diverged(f"the loss became {loss} (gradient norm {norm})", step))
-                optimizer.step(params, grads, lr)
+                optimizer.step(trainable, grads, lr)
                 dt = time.perf_counter() - t0
                 step_ms.append(dt * 1000)
                 if step % tc.log_interval == 0:
@@ -346,7 +431,7 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                         f"iter {step}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
                         f"{tokens_per_iter / dt:,.0f} tokens/s",
                         iter=step, loss=loss, lr=lr, ms_per_iter=dt * 1000, tokens_per_s=tokens_per_iter / dt,
-                        grad_norm=norm,
+                        grad_norm=norm, **logs,
                     )
                 step += 1
                 evaluated = False
