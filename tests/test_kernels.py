@@ -40,8 +40,10 @@ SEEDS = st.integers(0, 2**32 - 1)
 DT = st.sampled_from(DTYPES)
 
 
-def assert_close(actual, expected, dtype, what=""):
-    """max |actual - expected| <= tol(dtype) * max |expected|; same dtype and shape; NaN where NaN."""
+def assert_close(actual, expected, dtype, what="", scale=0.0):
+    """max |actual - expected| <= tol(dtype) * max(max |expected|, scale); same dtype and shape;
+    NaN where NaN. `scale` names the natural size of the computation when the result is a
+    difference of larger quantities (cancellation), e.g. dlogits = (p - onehot) * dloss / n."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
@@ -49,7 +51,7 @@ def assert_close(actual, expected, dtype, what=""):
     ok = ~np.isnan(expected)
     if not ok.any():
         return
-    scale = np.max(np.abs(expected[ok]), initial=0.0)
+    scale = max(np.max(np.abs(expected[ok]), initial=0.0), scale)
     err = np.max(np.abs(actual[ok].astype(np.float64) - expected[ok]), initial=0.0)
     assert err <= TOL[dtype] * max(scale, np.finfo(dtype).tiny), (
         f"{what}: max abs difference {err:.3e} > {TOL[dtype]:.0e} x max |reference| {scale:.3e}"
@@ -75,11 +77,14 @@ def test_layernorm_matches_numpy(seed, dtype, B, T, C, bias):
     assert_close(cache1[0], cache0[0], dtype, "xhat")
     assert_close(cache1[2], cache0[2], dtype, "rstd")
     dout = normal(rng, x.shape, dtype)
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) cancels to nearly 0 for short
+    # rows (C = 2 normalizes to +-1 whatever x is): its rounding is relative to rstd * |dout * w|
+    dx_scale = float(np.max(cache0[2]) * np.max(np.abs(dout * w)))
     for name, g1, g0 in zip(("dx", "dw", "db"), NB.layernorm_backward(dout, cache1), NP.layernorm_backward(dout, cache0)):
         if g0 is None:
             assert g1 is None, f"{name} must be None without bias"
         else:
-            assert_close(g1, g0, dtype, name)
+            assert_close(g1, g0, dtype, name, scale=dx_scale if name == "dx" else 0.0)
 
 
 @given(seed=SEEDS, dtype=DT, shape=st.lists(st.integers(1, 40), min_size=1, max_size=3), scale=st.sampled_from([0.5, 3.0, 20.0]))
@@ -150,7 +155,10 @@ def test_cross_entropy_matches_numpy(seed, dtype, B, T, V, ignore, dloss):
     assert isinstance(loss1, float)
     assert abs(loss1 - loss0) <= TOL[dtype] * max(abs(loss0), 1.0)
     assert_close(cache1[0], cache0[0], dtype, "probs")
-    assert_close(NB.cross_entropy_backward(cache1, dloss), NP.cross_entropy_backward(cache0, dloss), dtype, "dlogits")
+    # dlogits = (p - onehot) * dloss / n: where p[target] ~ 1 it is a difference of O(1) numbers,
+    # whose float32 rounding (~6e-8) is relative to dloss / n, not to the (possibly tiny) result
+    assert_close(NB.cross_entropy_backward(cache1, dloss), NP.cross_entropy_backward(cache0, dloss), dtype, "dlogits",
+                 scale=dloss / max(cache0[2], 1))  # fmt: skip
 
 
 @given(seed=SEEDS, dtype=DT, B=st.integers(1, 3), T=st.integers(1, 6), V=st.integers(1, 5), C=st.integers(1, 9),
