@@ -119,6 +119,15 @@ def twins(parallel=False):
     return wrap
 
 
+MAX_CHUNKS = 16
+
+
+def n_chunks(n: int, min_chunk: int = 65536) -> int:
+    """How many chunks an elementwise kernel splits n elements into: up to MAX_CHUNKS of at least
+    min_chunk elements. A function of n alone, so sums over chunks do not depend on the threads."""
+    return max(1, min(MAX_CHUNKS, n // min_chunk))
+
+
 def contiguous(x, dtype=None):
     """x as a C-contiguous array (no copy when it already is): kernels are compiled for C layout
     only, since every other layout would compile again (0.4-1 s each)."""

@@ -19,7 +19,7 @@ import math
 import numba
 import numpy as np
 
-from . import contiguous, twins
+from . import contiguous, n_chunks, twins
 
 GELU_SCALE = math.sqrt(2.0 / math.pi)
 GELU_CUBIC = 0.044715
@@ -78,15 +78,11 @@ def _backward(dtype):
     return kernel
 
 
-def _chunks(n):
-    return max(1, min(16, n // 32768))  # small arrays: one chunk, no thread hand-off
-
-
 def gelu_forward(x):
     """Twin of minigpt.layers.activation.gelu_forward. x: any shape -> (out, (x, t))."""
     xf = contiguous(x).reshape(-1)
     out, t = np.empty_like(xf), np.empty_like(xf)
-    _forward(xf, out, t, _chunks(xf.size), work=xf.size)
+    _forward(xf, out, t, n_chunks(xf.size), work=xf.size)
     return out.reshape(x.shape), (x, t.reshape(x.shape))
 
 
@@ -95,5 +91,5 @@ def gelu_backward(dout, cache):
     x, t = cache
     xf = contiguous(x).reshape(-1)
     dx = np.empty_like(xf)
-    _backward(contiguous(dout, x.dtype).reshape(-1), xf, contiguous(t).reshape(-1), dx, _chunks(xf.size), work=xf.size)
+    _backward(contiguous(dout, x.dtype).reshape(-1), xf, contiguous(t).reshape(-1), dx, n_chunks(xf.size), work=xf.size)
     return dx.reshape(x.shape)

@@ -14,13 +14,7 @@ import math
 import numba
 import numpy as np
 
-from . import contiguous, twins
-
-N_CHUNKS = 16
-
-
-def _chunks(n):
-    return max(1, min(N_CHUNKS, n // 65536))  # small tensors: one chunk, no thread hand-off
+from . import contiguous, n_chunks, twins
 
 
 @twins(parallel=True)
@@ -68,13 +62,13 @@ def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decay):
     bc1 = 1.0 - beta1**t
     bc2_sqrt = math.sqrt(1.0 - beta2**t)
     decay_factor = 1.0 - lr * weight_decay if decay and weight_decay != 0.0 else 1.0
-    _update(pf, contiguous(g, p.dtype).reshape(-1), mf, vf, _chunks(pf.size), T(decay_factor), T(beta1), T(1.0 - beta1),
+    _update(pf, contiguous(g, p.dtype).reshape(-1), mf, vf, n_chunks(pf.size), T(decay_factor), T(beta1), T(1.0 - beta1),
             T(beta2), T(1.0 - beta2), T(eps), T(lr / bc1), T(bc2_sqrt), work=pf.size)  # fmt: skip
 
 
 def sum_of_squares(x) -> float:
     """Twin of the per-tensor term of minigpt.optim.global_norm: sum of x**2 in float64."""
     xf = contiguous(x).reshape(-1)
-    parts = np.zeros(_chunks(xf.size))
+    parts = np.zeros(n_chunks(xf.size))
     _sum_of_squares(xf, parts, work=xf.size)
     return float(parts.sum())

@@ -10,9 +10,7 @@ import math
 import numba
 import numpy as np
 
-from . import contiguous, twins
-
-N_CHUNKS = 16  # dw, db are summed over rows in this many fixed chunks: thread-count independent
+from . import MAX_CHUNKS, contiguous, twins  # dw, db: summed in MAX_CHUNKS fixed chunks of rows
 
 
 @twins(parallel=True)
@@ -94,8 +92,8 @@ def layernorm_backward(dout, cache):
     dtype = xhat.dtype
     dout2 = contiguous(dout.reshape(-1, C), dtype)  # (N, C)
     dx = np.empty_like(dout2)
-    dw_parts = np.zeros((N_CHUNKS, C), dtype)
-    db_parts = np.zeros((N_CHUNKS, C), dtype)
+    dw_parts = np.zeros((MAX_CHUNKS, C), dtype)
+    db_parts = np.zeros((MAX_CHUNKS, C), dtype)
     _backward(dout2, contiguous(xhat.reshape(-1, C)), contiguous(w, dtype), contiguous(rstd.reshape(-1)), dx,
               dw_parts, db_parts, work=dout2.size)  # fmt: skip
     dw = dw_parts.sum(axis=0)
