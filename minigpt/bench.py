@@ -292,6 +292,8 @@ def run(presets=("baby", "small"), repeats: int = 5, warmup: int = 1, steps: dic
 def machine_info() -> dict:
     import numba
 
+    from . import kernels  # noqa: F401 (selects the threading layer, as any kernel use does)
+
     info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__,
             "numba_threading_layer": numba.config.THREADING_LAYER, "numba_threads": numba.config.NUMBA_NUM_THREADS}  # fmt: skip
