@@ -80,14 +80,20 @@ def save_checkpoint(path, config: GPTConfig, params: dict, tokenizer: CharTokeni
 
 def _atomic_save_file(path: Path, tensors: dict, metadata: dict):
     """safetensors' save_file under a temporary name, fsync, then rename over path."""
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), f"a checkpoint in {path.parent}")
+
+
+def _atomic_write(path: Path, write, what: str):
+    """write(tmp) fills a temporary file beside path; it is fsynced and renamed over path, so a
+    crash never leaves a half-written file under the final name. `what` names it in errors."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise InputError(f"cannot write a checkpoint in {path.parent}: {e.strerror}") from None
+        raise InputError(f"cannot write {what}: {e.strerror}") from None
     try:
         os.close(fd)
-        save_file(tensors, tmp, metadata=metadata)
+        write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
         os.replace(tmp, path)
@@ -213,16 +219,4 @@ def load_checkpoint(path) -> Checkpoint:
 def atomic_write_text(path, text: str):
     """Write a small text file (JSON results) atomically: a temporary file, then a rename."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), str(path))
