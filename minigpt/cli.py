@@ -294,6 +294,7 @@ def bench_kvcache(args) -> int:
     params = init_params(config, seed=0, dtype=np.float32)
     result = {"config": config.to_dict(), "max_new_tokens": args.max_new_tokens, "prompt_tokens": 1}
     for use_cache in (True, False):
+        list(generate(config, params, [0], 8, seed=0, use_cache=use_cache))  # warm-up: load the kernels
         t0 = time.perf_counter()
         tokens = list(generate(config, params, [0], args.max_new_tokens, seed=0, use_cache=use_cache))
         dt = time.perf_counter() - t0

@@ -1,13 +1,15 @@
-"""Causal self-attention: the softmax and its backward fused in numba, the products in BLAS.
+"""Causal self-attention: the masked softmax and its backward in numba, the products in BLAS.
 
 Matches minigpt.layers.attention.attention_forward / attention_backward / attention_forward_kv
 (GPT-2's attention between c_attn and c_proj): same arguments, results and cache
 (q, k, v, att, mask).
 
-What is fused. Scaling the scores, the causal mask and the softmax are one numba pass per row
-(b, h, t) that visits keys s <= t only and writes exact zeros above the diagonal: no T x T mask
-array is built, and no -inf scores, max, exp, sum and divide temporaries (the NumPy layer's six
-passes over (B, NH, T, T)). Its backward, ds = att * (datt - sum_s datt * att), is one pass too.
+What is fused. Scaling the scores, the causal mask and the softmax are two numba passes per row
+(b, h, t) around NumPy's exp: the first scales, subtracts the row maximum over keys s <= t and
+writes -inf above the diagonal, NumPy's SIMD exp runs in place (numba's exp is scalar here, without
+Intel's SVML), and the second normalizes keys s <= t. No T x T mask array is built, and there are
+no max, sum and divide temporaries (the NumPy layer makes six passes over (B, NH, T, T)). The
+backward, ds = att * (datt - sum_s datt * att), is one numba pass.
 
 What is not. The four matrix products (q k^T, att v, and in the backward datt = dy v^T,
 dv = att^T dy, dq = ds k, dk = ds^T q) stay in BLAS: a numba loop nest fusing scores, softmax and
@@ -19,8 +21,8 @@ The backward reuses the saved probabilities att (B, NH, T, T) rather than recomp
 recomputing costs one exp per score again, and at these sizes the memory is affordable (small
 preset: 12.6 MB per layer). Dropout on the probabilities draws its mask with
 minigpt.layers.dropout, as the NumPy layer does, so a seeded run draws the same masks on both
-backends. Decoding with a KV cache (one new query per head) is a fully fused loop: there the
-products are vectors and the kernel's own loops beat many tiny BLAS calls.
+backends. Decoding with a KV cache (one new query per head) is one fully fused loop: there the
+products are vectors, and one kernel call per layer replaces a dozen small NumPy calls.
 Legend: B batch, T time, C channels, NH heads, hs head size (C // NH).
 """
 
