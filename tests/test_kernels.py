@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -416,8 +417,9 @@ def test_numba_ops_are_the_kernels_and_numpy_ops_the_layers():
 
 
 def run_python(code, **env):
+    root = str(Path(__file__).resolve().parent.parent)  # this checkout, installed or not
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(TL.__file__).rsplit("/tests/", 1)[0], **env})  # fmt: skip
+                          env={**os.environ, "PYTHONPATH": root, **env})  # fmt: skip
 
 
 def test_environment_variable_selects_backend_and_numpy_never_loads_numba():
@@ -438,6 +440,18 @@ def test_bad_backend_environment_variable_is_a_one_line_error():
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0
     assert "MINIGPT_BACKEND='gpu' is not a backend: set it to one of numba, numpy" in r.stderr
+
+
+def test_in_place_kernels_refuse_non_contiguous_arrays():
+    """AdamW and the KV cache update their arrays in place: a strided view would be updated in a
+    copy and silently lost, so they refuse it with a clear error."""
+    p = np.ones((4, 6), np.float32)[:, ::2]  # (4, 3), not contiguous
+    m, v = np.zeros((4, 3), np.float32), np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="p, m and v must be C-contiguous"):
+        NB.adamw_update(p, np.ones_like(p), m, v, 1e-3, 0.9, 0.99, 1e-8, 0.0, 1, True)
+    k_cache = np.zeros((1, 2, 8, 4), np.float32)
+    with pytest.raises(ValueError, match="KV caches are written in place, so they must be C-contiguous"):
+        NB.attention_forward_kv(np.ones((1, 1, 24), np.float32), 2, k_cache[:, :, ::2], k_cache[:, :, ::2], 0)
 
 
 def test_cache_falls_back_to_memory_with_one_warning(monkeypatch):
