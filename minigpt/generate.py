@@ -97,6 +97,8 @@ def generate(config: GPTConfig, params, prompt_ids, max_new_tokens: int, tempera
 
     def logits_next():
         """Logits (V,) for the token after `tokens`."""
+        # BEGIN SOLUTION generate_step
+        # HINT: a cache holding 0 < length < maxT positions needs only the newest token; else reset, feed tokens[-maxT:]
         if kv is not None and 0 < kv.length < maxT:
             new = np.array([tokens[-1:]])  # (1, 1): only the newest token is not cached yet
         else:
@@ -105,6 +107,7 @@ def generate(config: GPTConfig, params, prompt_ids, max_new_tokens: int, tempera
             new = np.array([tokens[-maxT:]])  # (1, T <= maxT): the context, cropped to block_size
         logits, _, _ = gpt_forward(config, params, new, kv=kv)
         return logits[0, -1]
+        # END SOLUTION
 
     for _ in range(max_new_tokens):
         p = next_token_probs(logits_next(), temperature, top_k, top_p)
