@@ -1,11 +1,17 @@
 """Assignment kvcache, part decode: generate's step, feeding the model one new token per step
-while the cache has room, and the whole (cropped) context otherwise."""
+while the cache has room, and the whole (cropped) context otherwise.
+
+This part is graded on its own: the cache's attention (part attend, attention_forward_kv) is
+replaced here by a stand-in that keeps every position's q, k, v and reruns full attention, so a
+mistake in attend does not cost these points too."""
 
 import numpy as np
+import pytest
 
 import minigpt.generate as gen
 from minigpt import backend
 from minigpt.config import GPTConfig
+from minigpt.layers.attention import attention_forward
 from minigpt.model import gpt_forward, init_params
 
 backend.set_backend("numpy")
@@ -13,6 +19,25 @@ CONFIG = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 PARAMS = init_params(CONFIG, seed=1, dtype=np.float64)
 for _name, _p in PARAMS.items():  # larger weights than GPT-2's init: greedy tokens that vary (10 10 10 0 0 10 0 ...)
     _p *= 50.0 if _p.ndim == 2 else 1.0
+
+
+@pytest.fixture(autouse=True)
+def attend_by_recomputation(monkeypatch):
+    """KVCache.attend without attention_forward_kv: the new positions' outputs from full
+    attention over every stored position (slow, but independent of part attend)."""
+
+    def attend(self, layer, qkv):
+        stored = getattr(self, "stored_qkv", {})
+        self.stored_qkv = stored
+        previous = stored.get(layer)
+        if self.length == 0 or previous is None:
+            stored[layer] = qkv
+        else:
+            stored[layer] = np.concatenate([previous[:, : self.length], qkv], axis=1)
+        out, _ = attention_forward(stored[layer], self.n_head)
+        return out[:, self.length :]
+
+    monkeypatch.setattr(gen.KVCache, "attend", attend)
 
 
 def greedy_by_recomputation(prompt, n):
