@@ -28,23 +28,8 @@ FOUND = reference_regions()
 REFERENCE_BODIES = {
     rid: R.region_body((PACKAGE.parent / rel).read_text(), rid, rel) for rid, (rel, _) in FOUND.items()}
 
-# (assignment, region, text in the reference region, its replacement, the part that must lose its points,
-#  a piece of that part's failure message)
-PLANTED = [
-    ("backprop", "linear_backward", "dx = (dout2 @ w.T)", "dx = -(dout2 @ w.T)", "linear",
-     "dx: gradient check failed, rel error 2.00e+00"),
-    ("attention", "attention_forward", "masked_softmax(scores, causal)",
-     "masked_softmax(scores, np.ones((T, T), dtype=bool))", "forward", "out: rel error"),
-    ("attention", "attention_backward", "dk = (dscores.transpose(0, 1, 3, 2) @ q) * scale",
-     "dk = -(dscores.transpose(0, 1, 3, 2) @ q) * scale", "backward", "dqkv: gradient check failed"),
-    ("optim", "get_lr", "return learning_rate * (it + 1) / (warmup_iters + 1)", "return learning_rate * it / warmup_iters",
-     "lr_schedule", "get_lr(it=0,"),
-    ("kvcache", "attention_forward_kv", "np.tri(Tn, end, k=start, dtype=bool)", "np.tri(Tn, end, k=0, dtype=bool)",
-     "attend", "output for positions"),
-    ("kvcache", "generate_step", "0 < kv.length < maxT", "0 < kv.length", "decode", "exceed block_size"),
-    ("distill", "soft_loss_dz", "dz = q * (logq - logp - rows[..., None])", "dz = q * (logq - logp + rows[..., None])",
-     "gradient", "dstudent_logits (reverse_kl"),
-]
+# every planted mistake the registry declares: (assignment, part, Mistake)
+PLANTED = [(a.name, p.name, m) for a in ASSIGNMENTS.values() for p in a.parts for m in p.mistakes]
 
 
 @pytest.fixture(scope="module")
@@ -107,19 +92,27 @@ def test_reference_pasted_back_scores_full_marks(copies, name, tmp_path):
     assert all(p["status"] == "pass" and p["first_failure"] is None for p in result["parts"])
 
 
-@pytest.mark.parametrize("name, region, old, new, part, message", PLANTED, ids=[p[1] for p in PLANTED])
-def test_planted_mistake_costs_exactly_its_part(copies, name, region, old, new, part, message, tmp_path):
+def test_every_assignment_plants_a_mistake():
+    assert {name for name, _, _ in PLANTED} == set(ASSIGNMENTS)
+
+
+@pytest.mark.parametrize("name, part, mistake", PLANTED, ids=[f"{n}-{p}" for n, p, _ in PLANTED])
+def test_planted_mistake_costs_exactly_its_part(copies, name, part, mistake, tmp_path):
     a = get_assignment(name)
-    result = grade(solved(copies[name], tmp_path / "planted", (region, old, new)), jobs=2)
+    assert mistake.region in a.part(part).regions
+    result = grade(solved(copies[name], tmp_path / "planted", (mistake.region, mistake.old, mistake.new)), jobs=2)
     assert result["score"] == a.max_points - a.part(part).points, result
     for p in result["parts"]:
         assert p["passed"] == (p["name"] != part), p
     failed = next(p for p in result["parts"] if p["name"] == part)
-    assert message in failed["first_failure"], failed["first_failure"]
+    assert mistake.expect in failed["first_failure"], failed["first_failure"]
+
+
+LINEAR_SIGN = ("linear_backward", "dx = (dout2 @ w.T)", "dx = -(dout2 @ w.T)")
 
 
 def test_cli_grade_json_and_table(copies, tmp_path, capsys):
-    planted = solved(copies["backprop"], tmp_path / "planted", PLANTED[0][1:4])
+    planted = solved(copies["backprop"], tmp_path / "planted", LINEAR_SIGN)
     assert main(["assignment", "grade", str(planted), "--json", "--jobs", "2"]) == 0
     out = capsys.readouterr().out
     result = json.loads(out)  # one JSON object and nothing else on stdout

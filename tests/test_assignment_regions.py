@@ -7,6 +7,7 @@ is marked. Malformed markers are refused with the line they are on.
 """
 
 import ast
+import importlib
 import json
 
 import pytest
@@ -62,16 +63,17 @@ def test_stub_then_paste_back_restores_the_reference_exactly():
         assert R.replace_bodies(stubbed, bodies, rel) == text
 
 
-def test_stub_keeps_the_hint_and_the_markers():
+def test_stub_keeps_the_hint_and_the_markers(tmp_path, monkeypatch):
     text = "def f(x):\n    y = 1\n    # BEGIN SOLUTION f_body\n    # HINT: return x + y\n    return x + y\n" \
            "    # END SOLUTION\n"
     stubbed = R.replace_bodies(text, {"f_body": None})
     assert stubbed == ("def f(x):\n    y = 1\n    # BEGIN SOLUTION f_body\n    # HINT: return x + y\n"
                        "    raise NotImplementedError('f_body: return x + y')\n    # END SOLUTION\n")
-    namespace = {}
-    exec(stubbed, namespace)
+    (tmp_path / "stubbed_module.py").write_text(stubbed)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("stubbed_module")
     with pytest.raises(NotImplementedError, match="f_body: return x"):
-        namespace["f"](1)
+        module.f(1)
     assert R.strip_markers(text) == "def f(x):\n    y = 1\n    return x + y\n"
 
 

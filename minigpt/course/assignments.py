@@ -21,12 +21,25 @@ from ..errors import InputError
 
 
 @dataclass(frozen=True)
+class Mistake:
+    """A wrong variant of a part's reference code that its grading tests must catch: the text old
+    in region, replaced by new, fails the part with a first failing check containing expect.
+    tests/test_assignment.py plants each one and checks it costs exactly its part's points."""
+
+    region: str
+    old: str
+    new: str
+    expect: str
+
+
+@dataclass(frozen=True)
 class Part:
     name: str  # a short identifier, unique within the assignment; hidden tests test_<name>*.py join it
     points: int
     regions: tuple[str, ...]  # solution region ids
     tests: str  # file name in minigpt/course/graders
     summary: str  # one line for the score table and the README
+    mistakes: tuple[Mistake, ...] = ()  # at least one per assignment
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,9 @@ BACKPROP = Assignment(
     1, "backprop", "Layer backward passes",
     (
         Part("linear", 20, ("linear_backward",), "test_backprop_linear.py",
-             "linear_backward: dx, dw, db of out = x @ w + b"),
+             "linear_backward: dx, dw, db of out = x @ w + b",
+             (Mistake("linear_backward", "dx = (dout2 @ w.T)", "dx = -(dout2 @ w.T)",
+                      "dx: gradient check failed, rel error 2.00e+00"),)),
         Part("layernorm", 30, ("layernorm_backward",), "test_backprop_layernorm.py",
              "layernorm_backward: dx, dw, db of LayerNorm"),
         Part("gelu", 20, ("gelu_backward",), "test_backprop_gelu.py",
@@ -96,9 +111,13 @@ ATTENTION = Assignment(
     2, "attention", "Causal self-attention, forward and backward",
     (
         Part("forward", 40, ("attention_forward",), "test_attention_forward.py",
-             "attention_forward: heads, scaled scores, causal softmax, dropout, weighted values"),
+             "attention_forward: heads, scaled scores, causal softmax, dropout, weighted values",
+             (Mistake("attention_forward", "masked_softmax(scores, causal)",
+                      "masked_softmax(scores, np.ones((T, T), dtype=bool))", "out: rel error"),)),
         Part("backward", 60, ("attention_backward",), "test_attention_backward.py",
-             "attention_backward: dqkv through the softmax, checked against your forward"),
+             "attention_backward: dqkv through the softmax, checked against your forward",
+             (Mistake("attention_backward", "dk = (dscores.transpose(0, 1, 3, 2) @ q) * scale",
+                      "dk = -(dscores.transpose(0, 1, 3, 2) @ q) * scale", "dqkv: gradient check failed"),)),
     ),
     """\
 Write multi-head causal self-attention in `minigpt/layers/attention.py`, between the two linear
@@ -129,7 +148,9 @@ OPTIM = Assignment(
         Part("adamw", 60, ("adamw_update",), "test_optim_adamw.py",
              "adamw_update: one in-place AdamW step, decoupled weight decay"),
         Part("lr_schedule", 40, ("get_lr",), "test_optim_lr_schedule.py",
-             "get_lr: linear warmup, cosine decay, then min_lr"),
+             "get_lr: linear warmup, cosine decay, then min_lr",
+             (Mistake("get_lr", "return learning_rate * (it + 1) / (warmup_iters + 1)",
+                      "return learning_rate * it / warmup_iters", "get_lr(it=0,"),)),
     ),
     """\
 Write the optimizer step and the learning-rate schedule of `minigpt/optim.py`.
@@ -154,9 +175,12 @@ KVCACHE = Assignment(
     4, "kvcache", "The KV cache",
     (
         Part("attend", 70, ("attention_forward_kv",), "test_kvcache_attend.py",
-             "attention_forward_kv: store new keys and values, attend over every cached position"),
+             "attention_forward_kv: store new keys and values, attend over every cached position",
+             (Mistake("attention_forward_kv", "np.tri(Tn, end, k=start, dtype=bool)", "np.tri(Tn, end, k=0, dtype=bool)",
+                      "output for positions"),)),
         Part("decode", 30, ("generate_step",), "test_kvcache_decode.py",
-             "generate's step: one new token per forward while the cache has room"),
+             "generate's step: one new token per forward while the cache has room",
+             (Mistake("generate_step", "0 < kv.length < maxT", "0 < kv.length", "exceed block_size"),)),
     ),
     """\
 Make sampling cost one position per new token instead of the whole context.
@@ -181,7 +205,9 @@ DISTILL = Assignment(
         Part("loss", 40, ("soft_loss_rows",), "test_distill_loss.py",
              "soft_loss_forward: KL, reverse KL and Jensen-Shannon per position"),
         Part("gradient", 60, ("soft_loss_dz",), "test_distill_gradient.py",
-             "soft_loss_backward: their gradients with respect to the student's logits"),
+             "soft_loss_backward: their gradients with respect to the student's logits",
+             (Mistake("soft_loss_dz", "dz = q * (logq - logp - rows[..., None])", "dz = q * (logq - logp + rows[..., None])",
+                      "dstudent_logits (reverse_kl"),)),
     ),
     """\
 Write the soft-target losses of knowledge distillation in `minigpt/compress/distill.py`. With

@@ -12,7 +12,7 @@ def test_layernorm_backward_gradients():
     w, b = rng.normal(size=6), rng.normal(size=6)
     dout = rng.normal(size=(2, 3, 6))
     dx, dw, db = layernorm_backward(dout, layernorm_forward(x, w, b)[1])
-    f = lambda: layernorm_forward(x, w, b)[0]  # noqa: E731
+    f = lambda: layernorm_forward(x, w, b)[0]
     assert_gradient_array("dx", dx, f, x, dout)
     assert_gradient_array("dw", dw, f, w, dout)
     assert_gradient_array("db", db, f, b, dout)
@@ -24,6 +24,6 @@ def test_layernorm_backward_without_bias():
     dout = rng.normal(size=(4, 5))
     dx, dw, db = layernorm_backward(dout, layernorm_forward(x, w, None)[1])
     assert db is None, f"db: without a bias the gradient must be None, got {type(db).__name__}"
-    f = lambda: layernorm_forward(x, w, None)[0]  # noqa: E731
+    f = lambda: layernorm_forward(x, w, None)[0]
     assert_gradient_array("dx", dx, f, x, dout)
     assert_gradient_array("dw", dw, f, w, dout)

@@ -12,7 +12,7 @@ def test_linear_backward_gradients():
     dout = rng.normal(size=(2, 3, 5))
     _, cache = linear_forward(x, w, b)
     dx, dw, db = linear_backward(dout, cache)
-    f = lambda: linear_forward(x, w, b)[0]  # noqa: E731
+    f = lambda: linear_forward(x, w, b)[0]
     assert_gradient_array("dx", dx, f, x, dout)
     assert_gradient_array("dw", dw, f, w, dout)
     assert_gradient_array("db", db, f, b, dout)
@@ -24,6 +24,6 @@ def test_linear_backward_without_bias():
     dout = rng.normal(size=(3, 2))
     dx, dw, db = linear_backward(dout, linear_forward(x, w, None)[1])
     assert db is None, f"db: without a bias the gradient must be None, got {type(db).__name__}"
-    f = lambda: linear_forward(x, w, None)[0]  # noqa: E731
+    f = lambda: linear_forward(x, w, None)[0]
     assert_gradient_array("dx", dx, f, x, dout)
     assert_gradient_array("dw", dw, f, w, dout)

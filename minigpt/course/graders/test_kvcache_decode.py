@@ -17,7 +17,7 @@ from minigpt.model import gpt_forward, init_params
 backend.set_backend("numpy")
 CONFIG = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 PARAMS = init_params(CONFIG, seed=1, dtype=np.float64)
-for _name, _p in PARAMS.items():  # larger weights than GPT-2's init: greedy tokens that vary (10 10 10 0 0 10 0 ...)
+for _p in PARAMS.values():  # larger weights than GPT-2's init: greedy tokens that vary (10 10 10 0 0 10 0 ...)
     _p *= 50.0 if _p.ndim == 2 else 1.0
 
 

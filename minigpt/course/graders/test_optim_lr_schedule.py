@@ -1,5 +1,6 @@
 """Assignment optim, part lr_schedule: get_lr, linear warmup then cosine decay to min_lr."""
 
+import itertools
 import math
 
 import numpy as np
@@ -27,4 +28,4 @@ def test_get_lr_shape_of_the_schedule():
     assert_close("halfway through the decay: the mean of learning_rate and min_lr", np.array(lr[60]),
                  np.array((6e-4 + 6e-5) / 2))
     assert_close("from lr_decay_iters on: min_lr", np.array(lr[110:]), np.full(20, 6e-5))
-    assert all(a >= b for a, b in zip(lr[10:], lr[11:])), "after warmup the rate must never increase"
+    assert all(a >= b for a, b in itertools.pairwise(lr[10:])), "after warmup the rate must never increase"
