@@ -22,7 +22,7 @@ import pytest
 from minigpt.cli import main
 from minigpt.course import ASSIGNMENTS, get_assignment
 from minigpt.course import regions as R
-from minigpt.course.kit import PACKAGE, grade, make, reference_regions, set_region_bodies
+from minigpt.course.kit import PACKAGE, format_score, grade, make, reference_regions, set_region_bodies
 
 FOUND = reference_regions()
 REFERENCE_BODIES = {
@@ -112,25 +112,23 @@ LINEAR_SIGN = ("linear_backward", "dx = (dout2 @ w.T)", "dx = -(dout2 @ w.T)")
 
 
 def test_cli_grade_json_and_table(copies, tmp_path, capsys):
+    """--json prints one object; a wrong gradient's failure names the worst element, its index,
+    both values and the relative error; the student's edits outside the regions (their tests,
+    the package's helpers) do not count."""
     planted = solved(copies["backprop"], tmp_path / "planted", LINEAR_SIGN)
+    (planted / "tests" / "test_backprop_gelu.py").write_text("def test_nothing():\n    assert False\n")
+    (planted / "minigpt" / "course" / "checks.py").write_text("raise SystemExit(3)\n")
     assert main(["assignment", "grade", str(planted), "--json", "--jobs", "2"]) == 0
-    out = capsys.readouterr().out
-    result = json.loads(out)  # one JSON object and nothing else on stdout
+    result = json.loads(capsys.readouterr().out)  # one JSON object and nothing else on stdout
     assert result["score"] == 80 and result["max_score"] == 100
     linear = result["parts"][0]
     assert linear["name"] == "linear" and linear["points"] == 0 and linear["tests_passed"] == 0
     msg = linear["first_failure"]
     assert msg.startswith("test_linear_backward_gradients: dx: gradient check failed, rel error 2.00e+00 > tolerance")
     assert "worst at index (" in msg and "analytic (yours) " in msg and "numerical " in msg
-    # the student's edits outside the regions are not graded: sabotage their tests and helpers
-    (planted / "tests" / "test_backprop_gelu.py").write_text("def test_nothing():\n    assert False\n")
-    (planted / "minigpt" / "course" / "checks.py").write_text("raise SystemExit(3)\n")
-    assert main(["assignment", "grade", str(planted), "--jobs", "2"]) == 0
-    table = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[1:4] for line in table.splitlines()[2:]}
+    rows = {line.split()[0]: line.split()[1:4] for line in format_score(result).splitlines()[2:]}
     assert rows["linear"] == ["0/20", "fail", "0/2"] and rows["gelu"] == ["20/20", "pass", "2/2"]
     assert rows["total"] == ["80/100"]
-    assert "dx: gradient check failed" in table
 
 
 def test_hanging_and_crashing_parts_score_zero_and_grading_goes_on(copies, tmp_path):

@@ -150,7 +150,7 @@ marker lines, and put any helper you need inside the region (a nested function i
 
 A part scores all its points when every test in its file passes, and 0 otherwise.
 {a.max_points} points in all. Your instructor may grade with further tests that are not in
-this copy, so make your code right, not just the checks pass.
+this copy: aim for correct code, not only for passing these checks.
 
 ## Check your progress
 
@@ -158,16 +158,18 @@ From this directory, in an environment with numpy, safetensors, tqdm and pytest 
 (`pip install numpy safetensors tqdm pytest`):
 
 ```bash
-pytest                                  # every part; before you start, each test fails with NotImplementedError
-pytest tests/{a.parts[0].tests}{" " * max(1, 22 - len(a.parts[0].tests))}# one part
-pytest -x -q                            # stop at the first failure
+pytest                    # every part (before you start, each test fails with NotImplementedError)
+pytest tests/{a.parts[0].tests}
+pytest -x -q              # stop at the first failure
 ```
 
 A failing gradient check prints the worst element: its index, your value, the numerical one,
 and the relative error. Gradient checks run in float64 and pass below a relative error of 1e-7.
 
-This copy runs on the NumPy backend only: the numba kernels of the full minigpt are not included.
-Everything else (training, sampling, `python -m minigpt ...`) works once your code does.
+This copy runs on the NumPy backend only: the numba kernels of the full minigpt (the same
+computations written as loops) are not included, and `minigpt bench` needs them. The rest is
+there to read and to use: once your code works, `python -m minigpt train --max-iters 200` trains
+a small model on it.
 """
 
 
