@@ -137,12 +137,22 @@ def test_hanging_and_crashing_parts_score_zero_and_grading_goes_on(copies, tmp_p
         "adamw_update": ["    while True:", "        pass"],
         "get_lr": ["    import os", "    os.abort()"],
     })
-    result = grade(dest, timeout=4.0, jobs=2)
+    result = grade(dest, timeout=5.0, jobs=2)
     by_name = {p["name"]: p for p in result["parts"]}
     assert result["score"] == 0
-    assert by_name["adamw"]["status"] == "timeout" and "timed out after 4 s" in by_name["adamw"]["first_failure"]
+    assert by_name["adamw"]["status"] == "timeout" and "timed out after 5 s" in by_name["adamw"]["first_failure"]
     assert by_name["lr_schedule"]["status"] == "crash" and "crashed" in by_name["lr_schedule"]["first_failure"]
     assert by_name["adamw"]["seconds"] < 30
+
+
+def test_syntax_error_in_a_region_is_reported_where_it_is(copies, tmp_path):
+    dest = solved(copies["kvcache"], tmp_path / "syntax", ("generate_step", "return logits[0, -1]", "return logits[0, -1"))
+    result = grade(dest, jobs=2)
+    by_name = {p["name"]: p for p in result["parts"]}
+    assert result["score"] == 70 and by_name["attend"]["passed"]  # generate.py is not imported by attend's tests
+    assert by_name["decode"]["status"] == "fail"
+    assert "SyntaxError" in by_name["decode"]["first_failure"] and "minigpt/generate.py, line" in \
+        by_name["decode"]["first_failure"]
 
 
 HIDDEN_GELU_DTYPE = '''\

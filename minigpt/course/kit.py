@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -280,11 +281,15 @@ class PartResult:
     seconds: float
 
 
-def _failure_message(element) -> str:
+def _failure_message(element, root: Path) -> str:
     message = (element.get("message") or "").strip()
-    if not message or message == "collection failure":
+    if not message or message == "collection failure":  # the module does not import: say where
         errors = [ln[1:].strip() for ln in (element.text or "").splitlines() if ln.startswith("E ")]
         message = errors[-1] if errors else (message or "error")
+        where = re.findall(r'File "([^"]+)", line (\d+)', element.text or "")
+        if where:
+            path, line = where[-1]
+            message += f" ({path.removeprefix(str(root) + os.sep)}, line {line})"
     message = message.splitlines()[0] if message else "error"
     return message.removeprefix("AssertionError: ")  # the checks' own messages say what failed
 
@@ -312,8 +317,10 @@ def run_part(root: Path, part: Part, hidden: list[Path], timeout: float) -> Part
     if timed_out:
         result.status, result.first_failure = "timeout", f"timed out after {timeout:g} s (an endless loop?)"
         return result
+    # pytest's exit status: 0 all passed, 1 some failed, 2 a collection error (the student's code
+    # does not import), 5 no tests; a negative status is a signal (a segfault, an abort)
     cases = ET.parse(xml).getroot().iter("testcase") if xml.exists() else None
-    if cases is None or proc.returncode not in (0, 1, 5):
+    if cases is None or proc.returncode not in (0, 1, 2, 5):
         last = [ln for ln in output.decode(errors="replace").splitlines() if ln.strip()]
         result.status = "crash"
         result.first_failure = f"the test process crashed (exit status {proc.returncode})" + (
@@ -327,7 +334,7 @@ def run_part(root: Path, part: Part, hidden: list[Path], timeout: float) -> Part
         if bad is None:
             result.tests_passed += 1
         elif result.first_failure is None:
-            result.first_failure = f"{case.get('name') or 'collection'}: {_failure_message(bad)}"
+            result.first_failure = f"{case.get('name') or 'collection'}: {_failure_message(bad, root)}"
     result.passed = proc.returncode == 0 and result.tests_total > 0 and result.tests_passed == result.tests_total
     if result.tests_total == 0:
         result.first_failure = "no tests ran"
@@ -355,7 +362,7 @@ def grade(student_dir, hidden_tests=None, timeout: float = DEFAULT_TIMEOUT, jobs
         raise InputError(f"--timeout must be > 0 seconds, got {timeout}")
     if not (isinstance(jobs, int) and jobs >= 1):
         raise InputError(f"--jobs must be an integer >= 1, got {jobs}")
-    a, _ = read_manifest(student_dir)
+    a, manifest = read_manifest(student_dir)
     hidden = hidden_test_files(a, hidden_tests)
     found = reference_regions()
     check_regions(a, found)
@@ -363,6 +370,8 @@ def grade(student_dir, hidden_tests=None, timeout: float = DEFAULT_TIMEOUT, jobs
     with tempfile.TemporaryDirectory(prefix="minigpt-grade-") as tmp:
         result = grade_workspace(a, build_workspace(a, Path(tmp), found, bodies), hidden, timeout, jobs)
     result["student_dir"] = str(student_dir)
+    result["minigpt_version"] = __version__  # the grader's; the copy was made by copy_minigpt_version
+    result["copy_minigpt_version"] = manifest.get("minigpt_version")
     result["hidden_tests"] = sorted(f.name for files in hidden.values() for f in files)
     return result
 
