@@ -192,3 +192,12 @@ def test_grade_bad_input(capsys, tmp_path):
     (tmp_path / "assignment.json").write_text(json.dumps({"assignment": "backprop"}))
     assert "--timeout must be > 0" in one_line_error(capsys, "assignment", "grade", str(tmp_path), "--timeout", "0")
     assert "--jobs must be" in one_line_error(capsys, "assignment", "grade", str(tmp_path), "--jobs", "0")
+
+
+def test_grade_without_pytest_installed(capsys, tmp_path, monkeypatch):
+    from minigpt.course import kit
+
+    (tmp_path / "minigpt").mkdir()
+    (tmp_path / "assignment.json").write_text(json.dumps({"assignment": "backprop"}))
+    monkeypatch.setattr(kit, "pytest_available", lambda: False)
+    assert "grading needs pytest" in one_line_error(capsys, "assignment", "grade", str(tmp_path))

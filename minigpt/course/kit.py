@@ -17,6 +17,7 @@ part, the points, pass or fail and the first failing check with its numbers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -95,6 +96,16 @@ def set_region_bodies(root: Path, found: dict, bodies: dict) -> None:
     for rel, file_bodies in by_file.items():
         path = root / rel
         path.write_text(R.replace_bodies(path.read_text(), file_bodies, rel))
+
+
+def pytest_available() -> bool:
+    return importlib.util.find_spec("pytest") is not None
+
+
+def check_pytest() -> None:
+    """Grading runs pytest in subprocesses: say so plainly when it is missing."""
+    if not pytest_available():
+        raise InputError("grading needs pytest, which is not installed: pip install pytest (or minigpt[dev])")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,6 +197,7 @@ def make(name: str, out, hidden_tests=None) -> dict:
     found = reference_regions()
     check_regions(a, found)
     if hidden:
+        check_pytest()
         with tempfile.TemporaryDirectory(prefix="minigpt-hidden-check-") as tmp:
             result = grade_workspace(a, build_workspace(a, Path(tmp), found, None), hidden, parts=set(hidden))
         failed = [p for p in result["parts"] if not p["passed"]]
@@ -363,6 +375,7 @@ def grade(student_dir, hidden_tests=None, timeout: float = DEFAULT_TIMEOUT, jobs
     if not (isinstance(jobs, int) and jobs >= 1):
         raise InputError(f"--jobs must be an integer >= 1, got {jobs}")
     a, manifest = read_manifest(student_dir)
+    check_pytest()
     hidden = hidden_test_files(a, hidden_tests)
     found = reference_regions()
     check_regions(a, found)
