@@ -142,7 +142,7 @@ def test_rank_count_must_divide_the_batch(tmp_path, corpus):
     proc = mpiexec(2, [sys.executable, "-m", "minigpt", "train", "--data-parallel", "--preset", "tiny",
                        "--data", str(corpus), "--batch-size", "3", "--out-dir", str(tmp_path / "out")])  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "minigpt: error: --data-parallel with 2 ranks needs a batch size divisible by 2, got --batch-size 3 "
-        "(the global batch; each rank takes batch_size / ranks rows)"]  # fmt: skip
+    expected = ("minigpt: error: --data-parallel with 2 ranks needs a batch size divisible by 2, got --batch-size 3 "
+                "(the global batch; each rank takes batch_size / ranks rows)")
+    assert proc.stderr.strip().splitlines() == [expected]
     assert not (tmp_path / "out").exists()  # stopped before anything was written
