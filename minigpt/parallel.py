@@ -32,7 +32,9 @@ How a data-parallel run works (rank r of R, global batch size B; R must divide B
   flag) are copied into ONE flat contiguous buffer, and ONE buffer-based `Allreduce` sums it (not
   the lowercase, pickle-based `allreduce`, measured 20x slower here). Gradient clipping and AdamW
   then run on the summed buffer, which is bitwise the same on every rank, so every rank's
-  parameters stay bitwise identical (checked at every evaluation).
+  parameters stay bitwise identical (checked at every evaluation). With 2 ranks that is certain
+  (a + b == b + a in IEEE arithmetic); with more, MPI only recommends that every rank receive the
+  same sum. MPICH's algorithms do deliver it, and the check would stop a library that does not.
 - Side effects: only rank 0 logs, evaluates and writes files (metrics, checkpoints).
 - Dropout: rank 0 draws the single-process masks' stream; rank r > 0 its own stream. With
   dropout 0 (the presets) a run equals the single-process run; with dropout > 0 it is a correct

@@ -477,7 +477,7 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                 save_state()
     finally:
         reporter.close()
-    if interrupted:
+    if interrupted and is_root:
         print(f"interrupted at iter {step}: state saved to {state_path}; continue with --resume", file=sys.stderr)
     return {
         "iter": step,

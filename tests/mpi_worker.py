@@ -2,8 +2,9 @@
 `mpiexec -n R python tests/mpi_worker.py SETTINGS.json`.
 
 SETTINGS.json holds "train" (TrainConfig fields), "model" (GPTConfig fields) and optionally
-"fail": {"rank": r, "at_iter": s, "how": "die" | "hang" | "raise"}, which makes rank r fail in the
-middle of iter s's gradient computation (after its last evaluation, before the Allreduce). At the
+"fail": {"rank": r, "at_iter": s, "how": "die" | "hang" | "raise" | "interrupt"}, which makes rank r fail in the
+middle of iter s's gradient computation (after its last evaluation, before the Allreduce), or
+receive a Ctrl-C (SIGINT) there. At the
 end every rank writes its parameters to params_rank{r}.safetensors in the out_dir and rank 0
 prints the summary as one JSON line.
 """
@@ -34,6 +35,10 @@ class Probe(Objective):
                 os.kill(os.getpid(), signal.SIGKILL)
             if self.fail["how"] == "hang":
                 time.sleep(3600)
+            if self.fail["how"] == "interrupt":  # Ctrl-C on this rank only: a request to stop, not a failure
+                os.kill(os.getpid(), signal.SIGINT)
+                self.fail = None
+                return self.loss_and_grads(config, params, x, y, rng, dloss)
             raise RuntimeError("injected failure")
         self.calls += 1  # one micro-batch per iter in these tests
         return super().loss_and_grads(config, params, x, y, rng, dloss)

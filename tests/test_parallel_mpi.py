@@ -51,7 +51,7 @@ def env() -> dict:
 
 def mpiexec(n, args, timeout=TIMEOUT):
     return subprocess.run([MPIEXEC, "-n", str(n), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env(), cwd=ROOT)  # fmt: skip
+                          env=env(), cwd=ROOT, stdin=subprocess.DEVNULL)  # fmt: skip
 
 
 def run_worker(tmp_path, s, n=2, name="settings.json"):
@@ -136,6 +136,20 @@ def test_failing_rank_aborts_every_rank(tmp_path, corpus, how, message):
     assert proc.returncode == 1, proc.stderr
     assert f"minigpt: error: {message}" in proc.stderr
     assert load_checkpoint(tmp_path / "resume.safetensors").meta["step"] == 5
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(tmp_path, corpus):
+    """A Ctrl-C seen by rank 1 alone (in iter 7) travels with the Allreduce: both ranks finish
+    iter 7, rank 0 saves the state of iter 8, and neither waits for the other."""
+    s = settings(tmp_path, corpus)
+    s["fail"] = {"rank": 1, "at_iter": 7, "how": "interrupt"}
+    proc = run_worker(tmp_path, s)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["interrupted"] and summary["iter"] == 8
+    assert load_checkpoint(tmp_path / "resume.safetensors").meta["step"] == 8
+    ranks = [load_tensors(tmp_path / f"params_rank{r}.safetensors")[0] for r in range(2)]
+    assert all(ranks[0][n].tobytes() == ranks[1][n].tobytes() for n in ranks[0])
 
 
 def test_rank_count_must_divide_the_batch(tmp_path, corpus):
