@@ -12,6 +12,9 @@ File layout (safetensors: an 8-byte header length, a JSON header, then raw littl
     meta            JSON of training metadata (iter, losses, train config, optimizer step, ...)
     sha256          a digest of every tensor's name, dtype, shape and bytes, so a flipped bit in
                     the data is caught on load, not only a damaged header
+    encodings       (only in compressed checkpoints) JSON {name: {"codec", "info", "parts"}}: the
+                    tensors stored in a codec's compressed form, as the tensors `name:part`
+                    (minigpt.compress.storage); they load back as dense arrays
 
 Writes are atomic: the file is written under a temporary name in the same directory, flushed to
 disk, then renamed over the target, so a crash leaves either the old checkpoint or the new one,
@@ -32,6 +35,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from .compress import storage
 from .config import GPTConfig
 from .errors import InputError
 from .model import param_shapes
@@ -49,6 +53,7 @@ class Checkpoint:
     tokenizer: CharTokenizer
     meta: dict = field(default_factory=dict)
     optim: dict = field(default_factory=dict)  # "m" / "v" -> {name: ndarray}, empty without optimizer state
+    encoded: dict = field(default_factory=dict)  # name -> storage.Encoded, for tensors stored compressed
 
 
 def tensors_digest(tensors: dict) -> str:
@@ -60,10 +65,29 @@ def tensors_digest(tensors: dict) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path, config: GPTConfig, params: dict, tokenizer: CharTokenizer, meta=None, optim=None):
-    """Write a checkpoint atomically. optim: optional {"m": {...}, "v": {...}} AdamW moments."""
+def save_checkpoint(
+    path, config: GPTConfig, params: dict, tokenizer: CharTokenizer, meta=None, optim=None, encoded=None
+):
+    """Write a checkpoint atomically. optim: optional {"m": {...}, "v": {...}} AdamW moments.
+    encoded: optional {name: storage.Encoded}, tensors to store compressed instead of dense; each
+    must decode to exactly params[name] (checked here), so the file loads back to the same model."""
     path = Path(path)
-    tensors = {name: np.ascontiguousarray(p) for name, p in params.items()}
+    encoded = encoded or {}
+    tensors = {name: np.ascontiguousarray(p) for name, p in params.items() if name not in encoded}
+    encodings = {}
+    for name, enc in encoded.items():
+        if name not in params:
+            raise InputError(f"cannot store {name} compressed: the model has no such parameter")
+        dense = storage.decode(enc)
+        if dense.shape != params[name].shape or dense.dtype != params[name].dtype:
+            raise ValueError(f"{name}: codec {enc.codec} decodes to {dense.dtype}{dense.shape}, "
+                             f"the parameter is {params[name].dtype}{params[name].shape}")
+        if not np.array_equal(dense, params[name], equal_nan=True):
+            raise ValueError(f"{name}: codec {enc.codec} does not decode to the parameter's values; "
+                             "store the values the model runs with (e.g. the dequantized weights)")
+        for part, a in enc.parts.items():
+            tensors[f"{name}{storage.PART_SEPARATOR}{part}"] = np.ascontiguousarray(a)
+        encodings[name] = {"codec": enc.codec, "info": enc.info, "parts": sorted(enc.parts)}
     for kind in ("m", "v"):
         for name, a in (optim or {}).get(kind, {}).items():
             tensors[f"optim.{kind}.{name}"] = np.ascontiguousarray(a)
@@ -75,6 +99,8 @@ def save_checkpoint(path, config: GPTConfig, params: dict, tokenizer: CharTokeni
         "meta": json.dumps(meta or {}),
         "sha256": tensors_digest(tensors),
     }
+    if encodings:
+        metadata["encodings"] = json.dumps(encodings)
     _atomic_save_file(path, tensors, metadata)
 
 
@@ -165,6 +191,7 @@ def load_checkpoint(path) -> Checkpoint:
         config_dict = json.loads(metadata["config"])
         chars = json.loads(metadata["vocab"])
         meta = json.loads(metadata.get("meta", "{}"))
+        encodings = json.loads(metadata.get("encodings", "{}"))
     except (KeyError, json.JSONDecodeError) as e:
         _fail(path, f"damaged metadata ({type(e).__name__}: {e})")
     if not isinstance(config_dict, dict) or not isinstance(meta, dict):
@@ -183,6 +210,7 @@ def load_checkpoint(path) -> Checkpoint:
         _fail(path, f"vocabulary of {tokenizer.vocab_size} characters exceeds vocab_size {config.vocab_size}")
 
     shapes = param_shapes(config)
+    tensors, encoded = _decode_tensors(path, tensors, encodings)
     optim = {"m": {}, "v": {}}
     params = {}
     for name, a in tensors.items():
@@ -213,7 +241,37 @@ def load_checkpoint(path) -> Checkpoint:
     # owned, writable, contiguous arrays, in parameter order: safe for in-place updates
     params = {name: np.array(params[name], order="C", copy=True) for name in shapes}
     optim = {k: {n: np.array(d[n], order="C", copy=True) for n in shapes} for k, d in optim.items() if d}
-    return Checkpoint(config=config, params=params, tokenizer=tokenizer, meta=meta, optim=optim)
+    return Checkpoint(config=config, params=params, tokenizer=tokenizer, meta=meta, optim=optim, encoded=encoded)
+
+
+def _decode_tensors(path, tensors: dict, encodings) -> tuple[dict, dict]:
+    """Replace every tensor stored compressed (its parts `name:part`) by its dense decoding.
+    Returns (dense tensors by name, {name: storage.Encoded})."""
+    if not isinstance(encodings, dict):
+        _fail(path, "damaged metadata: encodings must be a JSON object")
+    tensors = dict(tensors)
+    encoded = {}
+    for name, spec in encodings.items():
+        try:
+            codec, info, part_names = spec["codec"], spec["info"], spec["parts"]
+        except (KeyError, TypeError):
+            _fail(path, f"damaged metadata: the encoding of {name} lacks codec, info or parts")
+        keys = [f"{name}{storage.PART_SEPARATOR}{part}" for part in part_names]
+        missing = [k for k in keys if k not in tensors]
+        if missing:
+            _fail(path, f"compressed tensor {name} lacks its parts {', '.join(missing)}")
+        enc = storage.Encoded(codec, {part: tensors.pop(k) for part, k in zip(part_names, keys)}, info)
+        try:
+            tensors[name] = storage.decode(enc)
+        except InputError as e:
+            _fail(path, str(e))
+        except Exception as e:  # noqa: BLE001 (a damaged part can fail inside any codec)
+            _fail(path, f"compressed tensor {name} ({codec}) does not decode: {type(e).__name__}: {e}")
+        encoded[name] = enc
+    stray = [k for k in tensors if storage.PART_SEPARATOR in k]
+    if stray:
+        _fail(path, f"tensors {', '.join(stray[:5])} belong to no recorded encoding")
+    return tensors, encoded
 
 
 def atomic_write_text(path, text: str):
