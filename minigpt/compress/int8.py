@@ -70,9 +70,10 @@ def _trunc_div_pow2(v, e: int):
 
 def requantize(acc, m0, n):
     """round(acc * m0 * 2^-31 * 2^-n) in integer arithmetic, elementwise (m0, n broadcast along
-    the last axis). gemmlowp's SaturatingRoundingDoublingHighMul (round half away from zero of
-    acc * m0 / 2^31) then RoundingDivideByPOT (round half away from zero of x / 2^n); a negative n
-    is a left shift first. Returns int64."""
+    the last axis). gemmlowp's SaturatingRoundingDoublingHighMul (acc * m0 / 2^31 to the nearest
+    integer, ties toward +inf: a nudge of +-2^30, then C's truncating division) and then
+    RoundingDivideByPOT (x / 2^n to the nearest, ties away from zero); a negative n is a left shift
+    first. Returns int64."""
     acc = np.asarray(acc).astype(np.int64)
     m0 = np.asarray(m0, np.int64)
     n = np.asarray(n, np.int64)

@@ -156,6 +156,9 @@ def _params_from_range(lo, hi, spec: QuantSpec, dtype):
         if np.any(scale > np.finfo(np.float16).max):
             raise InputError("weights too large for float16 group scales; use per-channel quantization")
         scale = np.maximum(scale, FP16_MIN_SCALE)  # no subnormal or zero scales
+        s16 = scale.astype(np.float16)
+        # round up, never down: a symmetric range then still covers the largest |x| (no clipping)
+        scale = np.where(s16.astype(np.float64) < scale, np.nextafter(s16, np.float16(np.inf)), s16)
     scale = scale.astype(sdt)
     if spec.scheme == "sym":
         zero = np.zeros(scale.shape, np.int32)
