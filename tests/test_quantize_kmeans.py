@@ -2,6 +2,8 @@
 objective, linear initialization, nearest-centroid assignment, the centroid gradient as a
 bincount (checked against finite differences of the model's loss), the codec, and Huffman coding."""
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -25,7 +27,7 @@ def test_at_most_2_to_the_b_values_and_a_non_increasing_objective(seed, bits):
     idx, c, history = KM.kmeans_1d(w, bits)
     shared = c[idx]
     assert len(np.unique(shared)) <= 2**bits and idx.max() < 2**bits
-    assert all(b <= a * (1 + 1e-12) for a, b in zip(history, history[1:]))
+    assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(history))
     assert np.all(np.diff(c) >= 0)  # centroids stay sorted
     # each value sits at its nearest centroid
     d = np.abs(w[:, None] - c[None, :])
