@@ -151,3 +151,21 @@ def test_bad_int8_settings():
         I.Int8Linear(w, None, "dynamic", None, 0.5)
     with pytest.raises(InputError, match="positive"):
         I.quantize_multiplier(0.0)
+    with pytest.raises(InputError, match="multipliers must be < 1"):
+        I.requantize(np.array([1]), *I.quantize_multiplier(2.0))
+    with pytest.raises(InputError, match="does not fit int32"):
+        I.requantize(np.array([2**31]), *I.quantize_multiplier(0.5))
+
+
+def test_int8_model_runs_on_a_w8_checkpoints_own_codes():
+    from minigpt.compress import quantize as Q
+
+    config, params, idx = tiny()
+    w8, enc = Q.quantize_model(config, params, "rtn", Q.parse_spec("w8"))
+    model = I.Int8Model(w8, "dynamic", encoded=enc)
+    assert sorted(model.from_codes) == sorted(enc)  # the stored int8 codes are used as they are
+    name = "h.0.mlp.c_fc.weight"
+    layer = model.layers[Q.weight_key(w8[name])]
+    assert np.array_equal(layer.wq, Q.qtensor_from_encoded(enc[name]).codes.T)
+    # W8 per channel symmetric is the same quantizer: re-quantizing the dequantized weight agrees
+    assert np.array_equal(layer.wq, I.quantize_weight_int8(w8[name])[0])

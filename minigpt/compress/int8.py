@@ -52,7 +52,7 @@ MODES = ("dynamic", "static")
 
 def quantize_multiplier(m: float) -> tuple[int, int]:
     """A real multiplier m > 0 as (m0, n): m = m0 * 2^-31 * 2^-n with m0 in [2^30, 2^31) an int32
-    (n may be negative for m >= 1: a left shift)."""
+    (n >= 0 for m < 1; requantize refuses a negative n)."""
     if not (np.isfinite(m) and m > 0):
         raise InputError(f"a requantization multiplier must be a positive number, got {m}")
     mant, exp = np.frexp(m)  # m = mant * 2^exp, mant in [0.5, 1)
@@ -72,17 +72,19 @@ def requantize(acc, m0, n):
     """round(acc * m0 * 2^-31 * 2^-n) in integer arithmetic, elementwise (m0, n broadcast along
     the last axis). gemmlowp's SaturatingRoundingDoublingHighMul (acc * m0 / 2^31 to the nearest
     integer, ties toward +inf: a nudge of +-2^30, then C's truncating division) and then
-    RoundingDivideByPOT (x / 2^n to the nearest, ties away from zero); a negative n is a left shift
-    first. Returns int64."""
+    RoundingDivideByPOT (x / 2^n to the nearest, ties away from zero). Multipliers must be < 1
+    (n >= 0), as in every requantization of a layer's int32 sums to its int8 output. Returns int64."""
     acc = np.asarray(acc).astype(np.int64)
     m0 = np.asarray(m0, np.int64)
-    n = np.asarray(n, np.int64)
-    left = np.maximum(-n, 0)
-    right = np.maximum(n, 0)
-    x = acc << left
-    prod = x * m0  # |x| < 2^31 * 2^left, m0 < 2^31: fits int64 for left <= 1
+    right = np.asarray(n, np.int64)
+    if np.any(right < 0):
+        raise InputError("requantization multipliers must be < 1 (the output scale is too small for the sums)")
+    if acc.size and np.abs(acc).max() >= 2**31:
+        raise InputError("requantize takes int32 sums; a value does not fit int32")
+    prod = acc * m0  # |acc| < 2^31, m0 < 2^31: fits int64
     nudge = np.where(prod >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    high = _trunc_div_pow2(prod + nudge, 31)
+    high = _trunc_div_pow2(prod + nudge, 31)  # SaturatingRoundingDoublingHighMul (saturation: never
+    # needed here, it only guards acc = m0 = -2^31)
     mask = (np.int64(1) << right) - 1
     remainder = high & mask
     threshold = (mask >> 1) + (high < 0)
