@@ -436,6 +436,8 @@ def cmd_quantize(args) -> int:
     import tempfile
     from pathlib import Path
 
+    import numpy as np
+
     from .checkpoint import load_checkpoint, save_checkpoint
     from .compress import quantize as Q
     from .compress.int8 import calibration_batches
@@ -473,6 +475,13 @@ def cmd_quantize(args) -> int:
               (f"k-means {args.bits} bits" if args.method == "kmeans" else args.method),
               "seconds": time.perf_counter() - t0, "quantized": sorted(encoded),
               "float": [n for n in params if n not in encoded]}
+    if args.method == "kmeans":  # what Huffman coding of the indices would save (reported, not stored)
+        from .compress.kmeans import huffman_nbytes
+
+        result["packed_index_bytes"] = sum(int(e.parts["idx"].nbytes) for e in encoded.values())
+        result["huffman_index_bytes"] = sum(
+            huffman_nbytes(Q.unpack_codes(e.parts["idx"], e.info["bits"], int(np.prod(e.info["shape"]))))
+            for e in encoded.values())
     val_xy = None
     if args.eval or args.action == "report":
         _, val_ids = split(ck.tokenizer.encode(checkpoint_text(ck, args.data)), ck.config.block_size)

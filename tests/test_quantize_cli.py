@@ -48,6 +48,8 @@ def test_quantize_writes_a_smaller_checkpoint_that_eval_loads(ckpt, tmp_path, ca
     assert "wte.weight" in result["float"] and len(result["quantized"]) == 4
     ck = load_checkpoint(out)
     assert set(ck.encoded) == set(result["quantized"])
+    if "kmeans" in flags:
+        assert 0 < result["huffman_index_bytes"] <= result["packed_index_bytes"] + 16 * 4
     code, stdout, _ = run(["eval", "--ckpt", str(out), "--json"], capsys)
     assert code == 0 and json.loads(stdout)["val_loss"] == pytest.approx(result["val_loss"], rel=1e-6)
 
