@@ -36,19 +36,18 @@
 # works on its transpose (out, in): one row per output channel, groups along the inputs.
 
 # %%
+import itertools
 import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from minigpt import GPTConfig, gpt_forward, init_params
 from minigpt.checkpoint import load_checkpoint, save_checkpoint
 from minigpt.compress import ggml, gptq, int8, kmeans
 from minigpt.compress import quantize as Q
 from minigpt.data import default_corpus, iter_windows, split
 from minigpt.kernels.int8 import int8_matmul, int8_matmul_reference
-from minigpt.tokenizer import CharTokenizer
 from minigpt.train import TrainConfig, train
 
 try:
@@ -205,7 +204,7 @@ assert np.all(np.abs(int8.requantize(acc, m0, n) - acc * m) <= 1)
 idx, c, history = kmeans.kmeans_1d(w, 4)
 print(f"k-means 4 bits: {len(np.unique(c[idx]))} distinct values, SSE {history[0]:.4f} -> {history[-1]:.4f} "
       f"in {len(history) - 1} iterations")
-assert all(b <= a + 1e-12 for a, b in zip(history, history[1:]))
+assert all(b <= a + 1e-12 for a, b in itertools.pairwise(history))
 print(f"indices packed: {Q.packed_nbytes(idx.size, 4)} bytes, Huffman-coded: {kmeans.huffman_nbytes(idx)} bytes")
 
 # %% [markdown]
