@@ -110,7 +110,7 @@ def test_gptq_model_is_closer_to_the_float_model_than_rtn():
     name = "h.0.attn.c_attn.weight"
     H = Q.linear_hessians(config, params, batches, [name])[name]  # the first layer sees float inputs
     w = params[name]
-    assert G.rtn_layer_error(w, H, Q.qtensor_from_encoded(enc[name])) < G.rtn_layer_error(
+    assert G.layer_error(w, H, Q.qtensor_from_encoded(enc[name])) < G.layer_error(
         w, H, Q.quantize_weight(w, spec))
     assert np.array_equal(Q.qtensor_from_encoded(enc[name]).dequantize(), g[name])
 

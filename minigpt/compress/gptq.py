@@ -126,7 +126,7 @@ def gptq_weight(w, H, spec: QuantSpec, **options) -> QTensor:
     return QTensor(codes, scale, zero, spec, w.dtype.name)
 
 
-def rtn_layer_error(w, H, qtensor: QTensor) -> float:
+def layer_error(w, H, qtensor: QTensor) -> float:
     """The layer objective tr((W - Q) H (W - Q)^T) / 2 for a weight (in, out) and its quantized version:
     the quantity GPTQ reduces (with H = (2/N) X^T X it is ||(W - Q) X^T||^2 / N)."""
     D = np.asarray(w, np.float64).T - qtensor.dequantize().astype(np.float64).T
