@@ -224,6 +224,8 @@ def cmd_train(args) -> int:
         model_config = model_given if tc.init_from else {**model_preset, **model_given}
     log_stream = sys.stderr if args.json else sys.stdout
     summary = train(tc, model_config, stream=log_stream)
+    if summary.get("rank", 0) != 0:  # --data-parallel: rank 0 alone reports
+        return 130 if summary["interrupted"] else 0
     if args.json:
         print(json.dumps(summary))
     else:
@@ -251,6 +253,8 @@ def cmd_distill(args) -> int:
         student_base = preset(args.student_preset)[0] if args.student_preset else None
     log_stream = sys.stderr if args.json else sys.stdout
     summary = distill(tc, dc, model_given, student_base, stream=log_stream)
+    if summary.get("rank", 0) != 0:  # --data-parallel: rank 0 alone reports
+        return 130 if summary["interrupted"] else 0
     if args.json:
         print(json.dumps(summary))
     else:
