@@ -1,4 +1,4 @@
-"""The `minigpt` command: train, distill, sample, eval, data, bench, reference, assignment.
+"""The `minigpt` command: train, distill, sample, eval, data, bench, reference, quantize, assignment.
 
 Contract (scripts rely on it):
 - every GPTConfig and TrainConfig field is a flag of the same name with dashes (--n-layer,
@@ -77,12 +77,14 @@ def build_parser() -> Parser:
     p.add_argument("--top-p", type=float, default=None, help="in (0, 1]: nucleus sampling")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--no-kv-cache", dest="kv_cache", action="store_false", help="recompute the whole context per token")
+    add_int8_flags(p)
 
     p = sub.add_parser("eval", help="loss, perplexity and bits per character on the whole val split")
     p.add_argument("--ckpt", required=True)
     p.add_argument("--data", default=None, help="text file (default: the data the checkpoint was trained on)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_int8_flags(p)
 
     p = sub.add_parser("data", help="download a dataset")
     p.add_argument("name", choices=["shakespeare"])
@@ -104,7 +106,50 @@ def build_parser() -> Parser:
 
     add_reference_parser(sub)
     add_assignment_parser(sub)
+    add_quantize_parser(sub)
     return parser
+
+
+def add_int8_flags(p):
+    p.add_argument("--int8", nargs="?", const="dynamic", choices=["dynamic", "static"], default=None,
+                   help="run every linear layer in int8 (integer-only inference): int8 activations per token "
+                   "(dynamic, the default) or per tensor from calibration (static)")
+    p.add_argument("--smooth-alpha", type=float, default=None, help="with --int8: SmoothQuant with this alpha")
+    p.add_argument("--calib-data", default=None, help="with --int8 static or --smooth-alpha: calibration text "
+                   "(default: the checkpoint's training data); its first windows are used")
+
+
+def add_quantize_parser(sub):
+    """`minigpt quantize` and `minigpt quantize report` (minigpt/compress/quantize.py)."""
+    from .compress.quantize import CLIPS, GRANULARITIES, METHODS, SCHEMES
+
+    p = sub.add_parser("quantize", help="quantize a checkpoint's linear weights (RTN, GPTQ, k-means, llama.cpp "
+                       "Q8_0/Q4_0) into a smaller checkpoint; `quantize report` shows the error per tensor")
+    p.add_argument("action", nargs="?", choices=["report"], default=None,
+                   help="report: per-tensor MSE, SQNR, cosine and val-loss change (nothing is written but --png)")
+    p.add_argument("--ckpt", required=True, help="the float checkpoint to quantize")
+    p.add_argument("--out", default=None, help="the quantized checkpoint to write (required without report)")
+    p.add_argument("--method", choices=METHODS, default="rtn")
+    p.add_argument("--bits", type=int, default=8, help="2..8 (k-means: 2^bits shared values; default 8)")
+    p.add_argument("--group-size", type=int, default=None, help="quantize groups of G input channels "
+                   "(implies --granularity group)")
+    p.add_argument("--scheme", choices=SCHEMES, default="sym")
+    p.add_argument("--granularity", choices=GRANULARITIES, default=None, help="default: channel (group with --group-size)")
+    p.add_argument("--clip", choices=CLIPS, default="minmax", help="how the clipping range is chosen")
+    p.add_argument("--override", action="append", default=[], metavar="NAME=SPEC",
+                   help="mixed precision: quantize tensor NAME with SPEC (w8, w4g32, w3-affine, ...) or keep it "
+                   "float (NAME=float); repeatable")
+    p.add_argument("--calib-data", default=None, help="GPTQ calibration text (default: the checkpoint's training data)")
+    p.add_argument("--calib-batches", type=int, default=8, help="calibration: this many batches of the first "
+                   "windows of the text's train split (default 8)")
+    p.add_argument("--calib-batch-size", type=int, default=16)
+    p.add_argument("--act-order", action="store_true", help="GPTQ: quantize columns by decreasing Hessian diagonal")
+    p.add_argument("--data", default=None, help="val text for --eval and report (default: the checkpoint's)")
+    p.add_argument("--eval", action="store_true", help="also report the val loss before and after")
+    p.add_argument("--val-batches", type=int, default=None, help="evaluate on the first N batches of 32 windows "
+                   "of the val split (default: all)")
+    p.add_argument("--png", default=None, help="report: also draw the loss change per tensor (needs matplotlib)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def add_distill_parser(sub):
@@ -249,14 +294,41 @@ def cmd_sample(args) -> int:
         raise InputError("the prompt is empty; give at least one character with --prompt")
     prompt_ids = ck.tokenizer.encode(args.prompt)  # names any character the model does not know
     out = sys.stdout
-    out.write(args.prompt)
-    out.flush()
-    for token in generate(ck.config, ck.params, prompt_ids, args.max_new_tokens, args.temperature,
-                          args.top_k, args.top_p, args.seed, use_cache=args.kv_cache):
-        out.write(ck.tokenizer.chars[token])
+    with int8_context(args, ck):
+        out.write(args.prompt)
         out.flush()
+        for token in generate(ck.config, ck.params, prompt_ids, args.max_new_tokens, args.temperature,
+                              args.top_k, args.top_p, args.seed, use_cache=args.kv_cache):
+            out.write(ck.tokenizer.chars[token])
+            out.flush()
     out.write("\n")
     return 0
+
+
+def checkpoint_text(ck, path=None) -> str:
+    """The text a checkpoint was trained on (or the file at path)."""
+    from .data import default_corpus, load_text
+
+    data = path or ck.meta.get("train_config", {}).get("data")
+    return load_text(data) if data else default_corpus()
+
+
+def int8_context(args, ck):
+    """A context in which the model's linear layers run in int8 (--int8), or a no-op."""
+    from contextlib import nullcontext
+
+    if args.int8 is None:
+        if args.smooth_alpha is not None:
+            raise InputError("--smooth-alpha needs --int8")
+        return nullcontext()
+    from .compress.int8 import Int8Model, calibrate, calibration_batches, int8_inference
+    from .data import split
+
+    calib = None
+    if args.int8 == "static" or args.smooth_alpha is not None:
+        train_ids, _ = split(ck.tokenizer.encode(checkpoint_text(ck, args.calib_data)), ck.config.block_size)
+        calib = calibrate(ck.config, ck.params, calibration_batches(train_ids, ck.config.block_size))
+    return int8_inference(Int8Model(ck.params, args.int8, calib, args.smooth_alpha, ck.encoded))
 
 
 def cmd_eval(args) -> int:
@@ -270,8 +342,11 @@ def cmd_eval(args) -> int:
     data = args.data or ck.meta.get("train_config", {}).get("data")
     text = load_text(data) if data else default_corpus()
     _, val_ids = split(ck.tokenizer.encode(text), ck.config.block_size)
-    result = evaluate(ck.config, ck.params, val_ids, args.batch_size)
+    with int8_context(args, ck):
+        result = evaluate(ck.config, ck.params, val_ids, args.batch_size)
     result["data"] = data or "<embedded Python reference>"
+    if args.int8:
+        result["int8"] = args.int8
     if args.json:
         print(json.dumps(result))
     else:
@@ -398,7 +473,96 @@ def cmd_assignment(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
+def cmd_quantize(args) -> int:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .compress import quantize as Q
+    from .compress.int8 import calibration_batches
+    from .data import iter_windows, split
+
+    if args.action is None and not args.out:
+        raise InputError("--out is required (or use `minigpt quantize report`)")
+    for name in ("calib_batches", "calib_batch_size", "val_batches"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    granularity = args.granularity or ("group" if args.group_size else "channel")
+    if args.group_size is not None and granularity != "group":
+        raise InputError("--group-size needs --granularity group")
+    spec = Q.QuantSpec(bits=args.bits, scheme=args.scheme, granularity=granularity,
+                       group_size=args.group_size or 32, clip=args.clip)
+    ck = load_checkpoint(args.ckpt)
+    if ck.encoded:
+        raise InputError(f"{args.ckpt} is already compressed; quantize the float checkpoint")
+    params = {n: p.astype("float32") for n, p in ck.params.items()}
+    overrides = {}
+    for item in args.override:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--override {item!r} is not NAME=SPEC")
+        overrides[name] = None if value.strip().lower() == "float" else Q.parse_spec(value, clip=args.clip)
+    batches = None
+    if args.method == "gptq":
+        train_ids, _ = split(ck.tokenizer.encode(checkpoint_text(ck, args.calib_data)), ck.config.block_size)
+        batches = calibration_batches(train_ids, ck.config.block_size, args.calib_batches, args.calib_batch_size)
+    t0 = time.perf_counter()
+    qparams, encoded = Q.quantize_model(ck.config, params, args.method, spec, batches, overrides,
+                                        act_order=args.act_order)
+    result = {"method": args.method, "spec": spec.name if args.method in ("rtn", "gptq") else
+              (f"k-means {args.bits} bits" if args.method == "kmeans" else args.method),
+              "seconds": time.perf_counter() - t0, "quantized": sorted(encoded),
+              "float": [n for n in params if n not in encoded]}
+    if args.method == "kmeans":  # what Huffman coding of the indices would save (reported, not stored)
+        from .compress.kmeans import huffman_nbytes
+
+        result["packed_index_bytes"] = sum(int(e.parts["idx"].nbytes) for e in encoded.values())
+        result["huffman_index_bytes"] = sum(
+            huffman_nbytes(Q.unpack_codes(e.parts["idx"], e.info["bits"], int(np.prod(e.info["shape"]))))
+            for e in encoded.values())
+    val_xy = None
+    if args.eval or args.action == "report":
+        _, val_ids = split(ck.tokenizer.encode(checkpoint_text(ck, args.data)), ck.config.block_size)
+        val_xy = list(iter_windows(val_ids, ck.config.block_size, 32))[: args.val_batches]
+        result["val_batches"] = len(val_xy)
+    out = sys.stderr if args.json else sys.stdout
+    if args.action == "report":
+        rep = Q.report(ck.config, params, qparams, val_xy)
+        result.update(rep)
+        print(Q.format_report(rep), file=out)
+        if args.png:
+            if Q.plot_report(rep, args.png):
+                print(f"wrote {args.png}", file=out)
+            else:
+                print("--png: matplotlib is not installed (pip install matplotlib); no plot written", file=out)
+    else:
+        meta = dict(ck.meta, quantization={k: result[k] for k in ("method", "spec", "quantized")}, kind="quantized")
+        save_checkpoint(args.out, ck.config, qparams, ck.tokenizer, meta, encoded=encoded)
+        with tempfile.TemporaryDirectory() as tmp:  # the float32 file of the same model, for the ratio
+            save_checkpoint(Path(tmp) / "f.safetensors", ck.config, params, ck.tokenizer, ck.meta)
+            result["float32_bytes"] = os.path.getsize(Path(tmp) / "f.safetensors")
+        result["bytes"] = os.path.getsize(args.out)
+        result["ratio"] = result["bytes"] / result["float32_bytes"]
+        result["out"] = args.out
+        if args.eval:
+            result["float_val_loss"] = Q.eval_loss(ck.config, params, val_xy)
+            result["val_loss"] = Q.eval_loss(ck.config, qparams, val_xy)
+        line = (f"wrote {args.out}: {result['bytes']:,} bytes, {result['ratio']:.3f}x the float32 file "
+                f"({result['float32_bytes']:,}); {len(encoded)} linear weights quantized ({result['spec']}), "
+                f"{len(result['float'])} tensors float")
+        if args.eval:
+            line += f"; val loss {result['float_val_loss']:.4f} -> {result['val_loss']:.4f}"
+        print(line, file=out)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+COMMANDS = {"quantize": cmd_quantize, "train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
             "reference": cmd_reference, "assignment": cmd_assignment}
 
 

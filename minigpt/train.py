@@ -85,6 +85,7 @@ class TrainConfig:
     log_interval: int = 10
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
     resume: bool = False  # continue out_dir's run from resume.safetensors
+    qat: str | None = None  # e.g. "w4g32": quantization-aware training (minigpt.compress.quantize.qat_objective)
     data_parallel: bool = False  # under `mpiexec -n R`: R ranks split each global batch (minigpt/parallel.py)
     collective_timeout: float = 600.0  # data-parallel: seconds a rank waits for the others before aborting
 
@@ -111,6 +112,10 @@ class TrainConfig:
                 raise InputError(f"{name} must be in [0, 1), got {v!r}")
         if self.dtype not in ("float32", "float64"):
             raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.qat is not None:
+            from .compress.quantize import parse_spec
+
+            parse_spec(self.qat)  # a bad spec fails now, with its message
         if self.resume and self.init_from:
             raise InputError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
 
@@ -327,6 +332,12 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
         return run_data_parallel(train, tc, model_config, stream, quiet, objective)
     is_root = dp is None or dp.is_root  # data-parallel: only rank 0 logs, evaluates and writes files
     stream = stream or sys.stdout
+    if tc.qat and objective is not None:
+        raise InputError(f"--qat trains with its own objective; it cannot be combined with {objective.name}")
+    if tc.qat:
+        from .compress.quantize import qat_objective
+
+        objective = qat_objective(tc.qat)
     objective = objective or Objective()
     model_config = dict(model_config or {})
     out_dir = prepare_out_dir(tc.out_dir)

@@ -7,6 +7,16 @@ One module per technique, each standalone and each producing an ordinary minigpt
   distributions (soft targets, reverse KL, Jensen-Shannon), hidden states (MSE through a learned
   projection, cosine) and attention maps, every loss with a hand-written backward; the student
   can start from the teacher's own blocks. `minigpt distill` trains one.
+- `quantize`: fewer bits per weight. Uniform integer quantization (symmetric or affine, 2 to 8
+  bits, per tensor, channel or group; min-max, percentile or MSE clipping; round to nearest or
+  stochastic), stored packed in the checkpoint; fake quantization with a straight-through
+  backward for `minigpt train --qat`; the per-tensor error report; `minigpt quantize`. Beside it:
+  `gptq` (rounding with error compensation from the calibration Hessian), `ggml` (llama.cpp's
+  Q8_0 / Q4_0 blocks, byte for byte), `int8` (integer-only inference of the linear layers, int32
+  sums in the numba kernel minigpt/kernels/int8.py, fixed-point requantization, SmoothQuant;
+  `minigpt eval --int8`), `kmeans` (Deep Compression's weight sharing, centroid fine-tuning,
+  Huffman-coded indices).
+- `storage`: the codecs that store a compressed tensor in a checkpoint and decode it exactly.
 
-Planned here: `prune` (removing weights, heads and neurons) and `quantize` (fewer bits per weight).
+Planned here: `prune` (removing weights, heads and neurons).
 """

@@ -3,7 +3,9 @@
 The NumPy layers in minigpt/layers are the specification; each kernel module here names the
 function it matches and tests/test_kernels.py checks the two equal (float64 to 1e-12, float32 to
 1e-5, relative to the largest magnitude of the reference). minigpt.backend chooses which set runs.
-Matrix products stay in NumPy (OpenBLAS): numba's own `@` needs SciPy and is slower anyway.
+Matrix products stay in NumPy (OpenBLAS): numba's own `@` needs SciPy and is slower anyway. The
+one exception is int8.py, the int8 x int8 -> int32 product of integer-only inference, which BLAS
+does not offer (its reference is exact int64 NumPy; tests/test_quantize_int8.py checks them equal).
 
 Every kernel is compiled twice from one Python source (see `twins`):
 - float32: with the NaN-safe fastmath subset {reassoc, contract, nsz, arcp}. Strict IEEE order
