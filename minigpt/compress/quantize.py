@@ -145,12 +145,15 @@ def _scale_dtype(spec: QuantSpec, dtype):
 
 def _params_from_range(lo, hi, spec: QuantSpec, dtype):
     """(scale, zero) from a range [lo, hi] (arrays of equal shape), zero kept representable."""
+    # BEGIN SOLUTION quant_scale
+    # HINT: widen [lo, hi] to contain 0; sym: the larger of |lo|, hi over qmax; affine: the range over qmax - qmin
     lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
     if spec.scheme == "sym":
         scale = np.maximum(-lo, hi) / spec.qmax
     else:
         scale = (hi - lo) / (spec.qmax - spec.qmin)
     scale = np.where(scale > 0, scale, 1.0)  # an all-zero group: any scale represents it exactly
+    # END SOLUTION
     sdt = _scale_dtype(spec, dtype)
     if sdt == np.float16:
         if np.any(scale > np.finfo(np.float16).max):
@@ -160,11 +163,14 @@ def _params_from_range(lo, hi, spec: QuantSpec, dtype):
         # round up, never down: a symmetric range then still covers the largest |x| (no clipping)
         scale = np.where(s16.astype(np.float64) < scale, np.nextafter(s16, np.float16(np.inf)), s16)
     scale = scale.astype(sdt)
+    # BEGIN SOLUTION quant_zero_point
+    # HINT: sym: 0; affine: the integer that lo maps to qmin, rounded and clipped to [qmin, qmax], int32
     if spec.scheme == "sym":
         zero = np.zeros(scale.shape, np.int32)
     else:
         s = scale.astype(np.float64)
         zero = np.clip(spec.qmin - np.round(lo / s), spec.qmin, spec.qmax).astype(np.int32)
+    # END SOLUTION
     return scale, zero
 
 
@@ -197,6 +203,8 @@ def compute_qparams(w, spec: QuantSpec):
 
 def quantize_grouped(v, scale, zero, spec: QuantSpec, rounding=None, rng=None):
     """v (R', G, gs), scale and zero (R', G) -> integer codes (R', G, gs) int32 in [qmin, qmax]."""
+    # BEGIN SOLUTION quant_codes
+    # HINT: t = v / scale (float64); stochastic: floor(t + uniform[0, 1)); else np.round; add zero, clip, int32
     t = v / scale.astype(np.float64)[..., None]
     if (rounding or spec.rounding) == "stochastic":
         rng = rng if rng is not None else np.random.default_rng(0)
@@ -204,12 +212,16 @@ def quantize_grouped(v, scale, zero, spec: QuantSpec, rounding=None, rng=None):
     else:
         r = np.round(t)  # half to even
     return np.clip(r + zero[..., None], spec.qmin, spec.qmax).astype(np.int32)
+    # END SOLUTION
 
 
 def dequantize_grouped(q, scale, zero, dtype=np.float32):
     """x_hat = s * (q - z), computed in dtype: the one formula every decoder here uses."""
     dtype = np.dtype(dtype)
+    # BEGIN SOLUTION dequant
+    # HINT: s * (q - z), with (q - z) and s both cast to dtype before the product
     return (q - zero[..., None]).astype(dtype) * scale.astype(dtype)[..., None]
+    # END SOLUTION
 
 
 def quantize(w, spec: QuantSpec, rng=None):
@@ -234,15 +246,21 @@ def fake_quant_forward(x, spec: QuantSpec, qparams=None):
     x = np.asarray(x)
     scale, zero = qparams if qparams is not None else compute_qparams(x, spec)
     v = _grouped(x.astype(np.float64), spec)
+    # BEGIN SOLUTION fake_quant_mask
+    # HINT: the codes before clipping, round(v / s) + z; the mask: where they lie in [qmin, qmax]; then clip
     unclipped = np.round(v / scale.astype(np.float64)[..., None]) + zero[..., None]
     mask = ((unclipped >= spec.qmin) & (unclipped <= spec.qmax)).reshape(x.shape)
     q = np.clip(unclipped, spec.qmin, spec.qmax).astype(np.int32)
+    # END SOLUTION
     return dequantize_grouped(q, scale, zero, x.dtype).reshape(x.shape), mask
 
 
 def fake_quant_backward(dout, mask):
     """Straight-through estimator: the gradient passes where x was inside the range, else 0."""
+    # BEGIN SOLUTION fake_quant_ste
+    # HINT: dout where mask, 0 elsewhere, in dout's dtype
     return np.where(mask, dout, 0).astype(dout.dtype)
+    # END SOLUTION
 
 
 # ----------------------------------------------------------------------------------------------

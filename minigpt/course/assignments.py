@@ -228,9 +228,52 @@ softmax Jacobian `dq_v / dz_u = q_v (1[u = v] - q_u)` does most of the work.
 """,
 )
 
-# in the order `minigpt assignment list` shows them; 5 (pruning) and 6 (quantization) are added
-# when their modules land (docs/instructors.md, "Writing a new assignment")
-ASSIGNMENTS: dict[str, Assignment] = {a.name: a for a in (BACKPROP, ATTENTION, OPTIM, KVCACHE, DISTILL)}
+QUANTIZATION = Assignment(
+    6, "quantization", "Round-to-nearest quantization and fake quantization",
+    (
+        Part("rtn", 60, ("quant_scale", "quant_zero_point", "quant_codes", "dequant"), "test_quantization_rtn.py",
+             "the scale and zero point, the integer codes (nearest and stochastic rounding), dequantization",
+             (Mistake("quant_scale", "scale = np.maximum(-lo, hi) / spec.qmax",
+                      "scale = np.maximum(-lo, hi) / (spec.qmax + 1)", "scales (sym, 4 bits, per channel): rel error"),)),
+        Part("fake_quant", 40, ("fake_quant_mask", "fake_quant_ste"), "test_quantization_fake_quant.py",
+             "fake quantization: the in-range mask and the straight-through gradient",
+             (Mistake("fake_quant_ste", "return np.where(mask, dout, 0).astype(dout.dtype)",
+                      "return dout.astype(dout.dtype)", "dx (straight-through"),)),
+    ),
+    """\
+Write uniform integer quantization in `minigpt/compress/quantize.py`, the rules of PyTorch's
+torch.ao.quantization. A weight matrix (R, K) is quantized per tensor, per row (output channel)
+or per group of G consecutive inputs of a row; each group of values shares one scale s and one
+zero point z. With b bits:
+
+    symmetric  codes in [-(2^(b-1) - 1), 2^(b-1) - 1], z = 0
+    affine     codes in [0, 2^b - 1]
+
+Part rtn (round-to-nearest):
+- region `quant_scale` (in `_params_from_range`): widen the range [lo, hi] to contain 0, so that
+  zero is exactly representable (a pruned weight must stay 0), then the scale that maps the range
+  onto the codes: the larger of |lo| and hi over qmax (symmetric), or (hi - lo) / (qmax - qmin)
+  (affine). A group of zeros gets scale 1.
+- region `quant_zero_point`: z = 0 (symmetric); affine: the code that lo maps to must be qmin.
+- region `quant_codes` (in `quantize_grouped`): q = clip(round(x / s) + z, qmin, qmax), rounding
+  half to even (`np.round`), or, with stochastic rounding, up with probability equal to the
+  fractional part (floor(t + u) with u uniform in [0, 1)).
+- region `dequant` (in `dequantize_grouped`): x_hat = s (q - z).
+The result must satisfy |x - x_hat| <= s / 2 for every value inside the range.
+
+Part fake_quant (quantization-aware training): region `fake_quant_mask` in `fake_quant_forward`
+computes the codes before clipping and the mask of values inside [qmin, qmax]; region
+`fake_quant_ste` is the backward, the straight-through estimator: round() has derivative 0 almost
+everywhere, so QAT pretends it is the identity inside the clipping range. What is the gradient
+outside it, where the clamp is flat?
+""",
+)
+
+# in the order `minigpt assignment list` shows them; 5 (pruning) is added when its module lands
+# (docs/instructors.md, "Writing a new assignment")
+ASSIGNMENTS: dict[str, Assignment] = {
+    a.name: a for a in (BACKPROP, ATTENTION, OPTIM, KVCACHE, QUANTIZATION, DISTILL)
+}
 
 
 def get_assignment(name: str) -> Assignment:
