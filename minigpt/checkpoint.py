@@ -120,6 +120,7 @@ def _atomic_write(path: Path, write, what: str):
     try:
         os.close(fd)
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private (0600); give it a new file's usual mode
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
         os.replace(tmp, path)
@@ -135,6 +136,13 @@ def _atomic_write(path: Path, write, what: str):
             os.close(dir_fd)
     except OSError:
         pass  # not supported on every platform; the write itself is complete
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_tensors(path, tensors: dict, meta=None):

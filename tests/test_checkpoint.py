@@ -646,3 +646,14 @@ def test_load_does_not_unpickle(valid, monkeypatch):
     for name in ("load", "loads", "Unpickler"):
         monkeypatch.setattr(pickle, name, refuse)
     assert load_checkpoint(valid).meta == {"iter": 7}
+
+
+def test_saved_files_get_the_usual_permissions_not_mkstemps_private_mode(tmp_path):
+    """The temporary file behind an atomic write is created 0600 by mkstemp; the saved checkpoint
+    must have the mode any new file gets (0666 minus the umask), so others can read a shared model."""
+    config = tiny_config()
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, config, init_params(config, seed=0), CharTokenizer(CHARS))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
