@@ -85,6 +85,12 @@ class TrainConfig:
     log_interval: int = 10
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
     resume: bool = False  # continue out_dir's run from resume.safetensors
+    # gradual magnitude pruning (compress/prune.py): sparsity 0 -> prune_to on Zhu & Gupta's cubic
+    # schedule between updates prune_start and prune_end, masks updated every prune_every updates
+    prune_to: float = 0.0  # final sparsity of the attention and MLP weights, in [0, 1); 0: no pruning
+    prune_start: int = 0
+    prune_end: int = 0  # must be <= max_iters, so the final sparsity is reached
+    prune_every: int = 10
 
     def __post_init__(self):
         positive = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval")
@@ -106,6 +112,16 @@ class TrainConfig:
                 raise InputError(f"{name} must be in [0, 1), got {v!r}")
         if self.dtype not in ("float32", "float64"):
             raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if not isinstance(self.prune_to, (int, float)) or not 0.0 <= self.prune_to < 1.0:
+            raise InputError(f"prune_to must be a sparsity in [0, 1), got {self.prune_to!r}")
+        if self.prune_to > 0:
+            for name in ("prune_start", "prune_end", "prune_every"):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "prune_every" else 0):
+                    raise InputError(f"{name} must be an integer >= {1 if name == 'prune_every' else 0}, got {v!r}")
+            if not self.prune_start < self.prune_end <= self.max_iters:
+                raise InputError(f"gradual pruning needs prune_start < prune_end <= max_iters, got {self.prune_start}, "
+                                 f"{self.prune_end}, {self.max_iters}")
         if self.resume and self.init_from:
             raise InputError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
 
@@ -315,6 +331,8 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
     tc.resume or tc.init_from the model comes from the checkpoint, and any field given here must
     agree with it (dropout may change). objective: what each step minimizes (default: the
     model's cross-entropy, `Objective()`)."""
+    from .compress.prune import training_pruner
+
     stream = stream or sys.stdout
     objective = objective or Objective()
     model_config = dict(model_config or {})
@@ -355,6 +373,8 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
         optimizer = AdamW({**params, **objective.extra}, tc.beta1, tc.beta2, ADAM_EPS, tc.weight_decay)
         (out_dir / METRICS_NAME).unlink(missing_ok=True)  # a new run starts a new log
 
+    # pruning (compress/prune.py): gradual (--prune-to), or the zeros of a pruned checkpoint kept at 0
+    pruner = training_pruner(tc, params, ck.meta if (tc.resume or tc.init_from) else None, step)
     trainable = {**params, **objective.extra}  # the same arrays: AdamW updates them in place
     ids = tokenizer.encode(text)  # with --init-from, new text must use the checkpoint's characters
     train_ids, val_ids = split(ids, config.block_size)
@@ -362,7 +382,7 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
     tokens_per_iter = B * T * accum
     meta_base = {"train_config": dataclasses.asdict(tc), "seed": tc.seed,
                  "rng": "numpy default_rng([seed, step, stream]); streams 0 batches, 1 dropout, 2 eval",
-                 **objective.meta()}
+                 **objective.meta(), **(pruner.meta() if pruner else {})}
     ckpt_path, state_path = out_dir / CKPT_NAME, out_dir / RESUME_NAME
 
     def save_state():
@@ -396,9 +416,10 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                         raise TrainingError(diverged(f"the evaluated loss became {val_loss}", step))
                     reporter.record(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}", **last_eval)
                     evaluated = True
-                    if val_loss < best_val:
+                    if val_loss < best_val and (pruner is None or pruner.ready(step)):  # pruned: final masks only
                         best_val = val_loss
-                        save_checkpoint(ckpt_path, config, params, tokenizer, dict(meta_base, kind="best", **last_eval))
+                        save_checkpoint(ckpt_path, config, params, tokenizer, dict(meta_base, kind="best", **last_eval),
+                                        encoded=pruner.encoded(params) if pruner else None)  # zeros stored compressed
                     save_state()
                     saved_step = step
                 if step >= tc.max_iters or interrupt.requested:
@@ -420,10 +441,14 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                     loss += micro_loss / accum
                     for k, val in micro_logs.items():
                         logs[k] = logs.get(k, 0.0) + val / accum
+                if pruner:
+                    pruner.mask_grads(grads)  # pruned weights get no gradient, nor a share of the clipping norm
                 norm = clip_grad_norm(grads, tc.grad_clip)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     raise TrainingError(diverged(f"the loss became {loss} (gradient norm {norm})", step))
                 optimizer.step(trainable, grads, lr)
+                if pruner:
+                    pruner.after_step(step + 1, params, optimizer)  # masks reapplied to weights and AdamW moments
                 dt = time.perf_counter() - t0
                 step_ms.append(dt * 1000)
                 if step % tc.log_interval == 0:
