@@ -89,7 +89,7 @@ class TrainConfig:
     # schedule between updates prune_start and prune_end, masks updated every prune_every updates
     prune_to: float = 0.0  # final sparsity of the attention and MLP weights, in [0, 1); 0: no pruning
     prune_start: int = 0
-    prune_end: int = 0  # must be <= max_iters, so the final sparsity is reached
+    prune_end: int = 0  # the best model is kept from here on (ckpt.safetensors needs max_iters >= prune_end)
     prune_every: int = 10
 
     def __post_init__(self):
@@ -119,9 +119,8 @@ class TrainConfig:
                 v = getattr(self, name)
                 if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "prune_every" else 0):
                     raise InputError(f"{name} must be an integer >= {1 if name == 'prune_every' else 0}, got {v!r}")
-            if not self.prune_start < self.prune_end <= self.max_iters:
-                raise InputError(f"gradual pruning needs prune_start < prune_end <= max_iters, got {self.prune_start}, "
-                                 f"{self.prune_end}, {self.max_iters}")
+            if not self.prune_start < self.prune_end:
+                raise InputError(f"gradual pruning needs prune_start < prune_end, got {self.prune_start}, {self.prune_end}")
         if self.resume and self.init_from:
             raise InputError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
 
@@ -399,6 +398,9 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                 f"{out_dir}; try a lower --learning-rate (now {tc.learning_rate}) or a smaller --grad-clip")
 
     reporter = Reporter(out_dir / METRICS_NAME, stream, tc.max_iters, min(step, tc.max_iters), quiet)
+    if pruner and tc.prune_to > 0 and tc.prune_end > tc.max_iters:
+        reporter.say(f"note: --prune-end {tc.prune_end} is after --max-iters {tc.max_iters}: this run stops before "
+                     f"sparsity {tc.prune_to} and writes no best checkpoint (continue it with --resume --max-iters)")
     n_params = num_params(params)
     reporter.say(f"model: {n_params:,} parameters, {config.n_layer} layers, {config.n_head} heads, "
                  f"{config.n_embd} channels, vocab {config.vocab_size}, block {T}, {tc.dtype}; "

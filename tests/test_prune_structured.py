@@ -179,9 +179,43 @@ def test_prune_finetune_keeps_zeros_and_sensitivity_prints_a_table(model_file, c
     (["--tensors", "h.9.mlp.c_fc.weight"], "unknown tensor name"),
     (["--method", "wanda"], "wanda needs calibration data"),
     (["--finetune-iters", "5"], "needs --data"),
+    (["--out", ""], "--out is required"),
 ])
 def test_prune_command_bad_input_exit_2(model_file, extra, message, capsys):
     d, _, path = model_file
     assert main(["prune", "--ckpt", str(path), "--out", str(d / "x.safetensors"), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_sensitivity_plot_or_a_clear_message(model_file, tmp_path, monkeypatch, capsys):
+    import sys
+
+    d, text, path = model_file
+    argv = ["prune", "sensitivity", "--ckpt", str(path), "--data", str(text), "--sparsities", "0.5",
+            "--tensors", "h.0.mlp.c_fc.weight", "--eval-windows", "2", "--plot", str(tmp_path / "s.png")]
+    try:
+        import matplotlib  # noqa: F401
+
+        assert main(argv) == 0 and (tmp_path / "s.png").stat().st_size > 0
+    except ImportError:
+        pass
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert main(argv) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_gradual_pruning_resumes_exactly(tmp_path, model_file, capsys):
+    """A gradual run stopped midway and resumed ends with exactly the uninterrupted run's weights
+    (the masks are rebuilt from the zeros); the flags come from TrainConfig's fields."""
+    _, text, _ = model_file
+    base = ["train", "--preset", "tiny", "--data", str(text), "--eval-interval", "4", "--eval-iters", "1",
+            "--block-size", "16", "--prune-to", "0.5", "--prune-start", "2", "--prune-end", "10", "--prune-every", "2"]
+    assert main([*base, "--max-iters", "12", "--out-dir", str(tmp_path / "a")]) == 0
+    assert main([*base, "--max-iters", "6", "--out-dir", str(tmp_path / "b")]) == 0
+    assert main(["train", "--resume", "--out-dir", str(tmp_path / "b"), "--max-iters", "12"]) == 0
+    capsys.readouterr()
+    a = load_checkpoint(tmp_path / "a" / "resume.safetensors").params
+    b = load_checkpoint(tmp_path / "b" / "resume.safetensors").params
+    assert all(np.array_equal(a[n], b[n]) for n in a)
+    assert (a["h.0.mlp.c_fc.weight"] == 0).sum() == round(0.5 * a["h.0.mlp.c_fc.weight"].size)
