@@ -72,6 +72,18 @@ def test_applying_a_mask_twice_changes_nothing(w, s):
     assert np.array_equal(once * prune.mask_from_scores(np.abs(once), s), once)
 
 
+def test_matches_torch_l1_unstructured():
+    """The same count and the same weights as torch.nn.utils.prune.L1Unstructured (distinct values)."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils import prune as torch_prune
+
+    rng = np.random.default_rng(0)
+    for s in (0.05, 0.25, 0.5, 0.55, 0.9):
+        w = rng.normal(size=(7, 10))
+        theirs = torch_prune.L1Unstructured(amount=s).compute_mask(torch.tensor(w), torch.ones(w.shape))
+        assert np.array_equal(prune.mask_from_scores(np.abs(w), s), theirs.numpy().astype(bool))
+
+
 def test_ties_prune_the_earlier_entry_first():
     w = np.array([[1.0, 2.0, 1.0], [1.0, 3.0, 0.5]])
     mask = prune.mask_from_scores(np.abs(w), 0.5)  # 3 of 6: 0.5, then the first two 1.0s (flat 0, 2)
@@ -183,18 +195,25 @@ def test_pruned_weights_and_adam_moments_stay_exactly_zero(steps, s):
     config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
     params = init_params(config, seed=1)
     names = prune.prunable_names(config)
-    masks = prune.prune_params(config, params, "magnitude", s, names)
-    hook = prune.MaskedTraining(masks)
     opt = AdamW(params, weight_decay=0.1)
     rng = np.random.default_rng(0)
+
+    def step(hook=None):
+        _, _, cache = gpt_forward(config, params, rng.integers(0, 11, (2, 8)), rng.integers(0, 11, (2, 8)))
+        grads = gpt_backward(cache)
+        if hook:
+            hook.mask_grads(grads)
+        opt.step(params, grads, 1e-2)
+        if hook:
+            hook.after_step(1, params, opt)
+
+    for _ in range(2):  # dense steps first: AdamW's moments hold momentum for every weight
+        step()
+    masks = prune.prune_params(config, params, "magnitude", s, names)
+    hook = prune.MaskedTraining(masks)
     before = {n: params[n].copy() for n in names}
     for _ in range(steps):
-        x = rng.integers(0, 11, (2, 8))
-        _, _, cache = gpt_forward(config, params, x, rng.integers(0, 11, (2, 8)))
-        grads = gpt_backward(cache)
-        hook.mask_grads(grads)
-        opt.step(params, grads, 1e-2)
-        hook.after_step(1, params, opt)
+        step(hook)
     for n in names:
         for a in (params[n], opt.m[n], opt.v[n]):
             assert (a[~masks[n]] == 0).all()
