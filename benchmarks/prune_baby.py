@@ -6,7 +6,8 @@
    (masks kept, lr 3e-4 cosine to 3e-5, batch 12) at sparsities 0.3, 0.5, 0.7 and 0.9 and for
    2:4 (fine-tuning every point would take 36 runs on a shared 2-core machine). Plus gradual
    pruning to 50% during 200 steps from the dense model (cubic schedule, masks every 10 steps),
-   the same budget as one-shot + 200 steps.
+   the same budget as one-shot + 200 steps. And the dense model given the same 200 steps: the
+   teacher is not fully converged, so a fine-tuned pruned model is compared with it too.
 2. Checkpoint bytes: dense, magnitude 50% (bitmask codec) and 2:4 (nm codec).
 3. Structured: 25% of the heads (1 of 4 per layer) and 25% of the MLP neurons removed by norm:
    ms per training step and sampled tokens/s (KV cache, 200 tokens), each the median of
@@ -74,7 +75,11 @@ def main():
               "32 train windows, seed 0", "finetune": {"iters": args.finetune_iters, "lr": args.finetune_lr,
                                                        "schedule": "cosine to lr/10, no warmup", "batch_size": 12}}
     result["dense_loss"] = windows_loss(config, dense, windows)
-    say(f"dense: {result['dense_loss']:.4f}")
+    # the fair reference for fine-tuned points: the dense model given the same 200 steps (the
+    # teacher is not fully converged, so extra steps alone lower its loss)
+    result["dense_loss_finetuned"] = windows_loss(config, finetune(args.teacher, args.data, args.finetune_iters,
+                                                                   args.finetune_lr), windows)
+    say(f"dense: {result['dense_loss']:.4f}, after the same fine-tuning {result['dense_loss_finetuned']:.4f}")
     tmp = Path(tempfile.mkdtemp())
 
     def pruned(method, scope, s, n=2, m=4):
@@ -169,6 +174,8 @@ def main():
     result["targets"] = {
         "magnitude50_ft_minus_dense": m50["loss_finetuned"] - result["dense_loss"],
         "magnitude50_ft_within_0.03": m50["loss_finetuned"] - result["dense_loss"] <= 0.03,
+        "magnitude50_ft_minus_dense_ft": m50["loss_finetuned"] - result["dense_loss_finetuned"],
+        "magnitude50_ft_within_0.03_of_dense_ft": m50["loss_finetuned"] - result["dense_loss_finetuned"] <= 0.03,
         "wanda50_beats_magnitude50": w50["loss"] < m50["loss"],
         "2:4_file_ratio": sizes["ratio_2:4"], "2:4_file_at_most_0.6": sizes["ratio_2:4"] <= 0.6,
         "heads25_faster_step_and_sampling": result["structured"]["heads"]["step_speedup"] > 1

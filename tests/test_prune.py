@@ -331,6 +331,8 @@ def test_pruned_checkpoint_is_smaller_and_loads_back_identical(tmp_path):
      "linear weights"),
     (lambda p, c: prune.prune_params(c, p, "magnitude", 0.5, scope="layer"), "scope must be tensor or global"),
     (lambda p, c: prune.prune_params(c, p, "svd", 0.5), "unknown method"),
+    (lambda p, c: prune.prune_params(c, p, "wanda", 0.5, scope="global", calib=np.zeros((1, 9), int)),
+     "scope global does not apply"),
 ])
 def test_bad_input_is_a_clear_error(call, message):
     config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
