@@ -222,8 +222,9 @@ def plot_sensitivity(r: dict, path) -> str:
     for row in r["rows"]:
         by_tensor.setdefault(row["tensor"], []).append((row["sparsity"], row["delta"]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, pts in by_tensor.items():
-        ax.plot(*zip(*pts), marker="o", label=name)
+    styles = ["-", "--", ":", "-."]
+    for k, (name, pts) in enumerate(by_tensor.items()):  # 10 colours repeat: a line style per cycle
+        ax.plot(*zip(*pts), marker="o", ls=styles[(k // 10) % 4], label=name)
     ax.set_xlabel("sparsity of the one pruned tensor")
     ax.set_ylabel("val loss increase")
     ax.legend(fontsize=6, ncol=2)
