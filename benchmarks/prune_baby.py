@@ -44,8 +44,12 @@ from minigpt.train import RESUME_NAME, TrainConfig, train
 
 SPARSITIES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 FINETUNE_AT = [0.3, 0.5, 0.7, 0.9]
-METHODS = {"random": ("random", "tensor"), "magnitude": ("magnitude", "tensor"),
-           "magnitude-global": ("magnitude", "global"), "wanda": ("wanda", "tensor")}
+METHODS = {
+    "random": ("random", "tensor"),
+    "magnitude": ("magnitude", "tensor"),
+    "magnitude-global": ("magnitude", "global"),
+    "wanda": ("wanda", "tensor"),
+}
 
 
 def say(*a):
@@ -71,14 +75,23 @@ def main():
     calib = prune.calibration_batch(train_ids, config.block_size, 32, seed=0)
     names = prune.prunable_names(config)
     meta = dict(ck.meta)
-    result = {"teacher": args.teacher, "eval": "256 val windows of 65 tokens, evenly spaced", "calibration":
-              "32 train windows, seed 0", "finetune": {"iters": args.finetune_iters, "lr": args.finetune_lr,
-                                                       "schedule": "cosine to lr/10, no warmup", "batch_size": 12}}
+    result = {
+        "teacher": args.teacher,
+        "eval": "256 val windows of 65 tokens, evenly spaced",
+        "calibration": "32 train windows, seed 0",
+        "finetune": {
+            "iters": args.finetune_iters,
+            "lr": args.finetune_lr,
+            "schedule": "cosine to lr/10, no warmup",
+            "batch_size": 12,
+        },
+    }
     result["dense_loss"] = windows_loss(config, dense, windows)
     # the fair reference for fine-tuned points: the dense model given the same 200 steps (the
     # teacher is not fully converged, so extra steps alone lower its loss)
-    result["dense_loss_finetuned"] = windows_loss(config, finetune(args.teacher, args.data, args.finetune_iters,
-                                                                   args.finetune_lr), windows)
+    result["dense_loss_finetuned"] = windows_loss(
+        config, finetune(args.teacher, args.data, args.finetune_iters, args.finetune_lr), windows
+    )
     say(f"dense: {result['dense_loss']:.4f}, after the same fine-tuning {result['dense_loss_finetuned']:.4f}")
     tmp = Path(tempfile.mkdtemp())
 
@@ -105,29 +118,52 @@ def main():
             say(f"{label} {s}: {row}")
         curves[label] = rows
     params = pruned("nm", "tensor", 0.5)
-    curves["2:4"] = [{"sparsity": 0.5, "loss": windows_loss(config, params, windows),
-                      "loss_finetuned": windows_loss(config, tuned(params, {"method": "nm"}), windows)}]
+    curves["2:4"] = [
+        {
+            "sparsity": 0.5,
+            "loss": windows_loss(config, params, windows),
+            "loss_finetuned": windows_loss(config, tuned(params, {"method": "nm"}), windows),
+        }
+    ]
     say(f"2:4: {curves['2:4']}")
     result["curves"] = curves
 
     # gradual pruning to 50% over the same 200 steps, from the dense model
     with tempfile.TemporaryDirectory() as out:
-        tc = TrainConfig(out_dir=out, data=args.data, init_from=args.teacher, max_iters=args.finetune_iters,
-                         learning_rate=args.finetune_lr, min_lr=args.finetune_lr / 10, warmup_iters=0,
-                         lr_decay_iters=args.finetune_iters, eval_interval=args.finetune_iters, eval_iters=1,
-                         log_interval=args.finetune_iters, prune_to=0.5, prune_start=0,
-                         prune_end=args.finetune_iters - 50, prune_every=10)
+        tc = TrainConfig(
+            out_dir=out,
+            data=args.data,
+            init_from=args.teacher,
+            max_iters=args.finetune_iters,
+            learning_rate=args.finetune_lr,
+            min_lr=args.finetune_lr / 10,
+            warmup_iters=0,
+            lr_decay_iters=args.finetune_iters,
+            eval_interval=args.finetune_iters,
+            eval_iters=1,
+            log_interval=args.finetune_iters,
+            prune_to=0.5,
+            prune_start=0,
+            prune_end=args.finetune_iters - 50,
+            prune_every=10,
+        )
         train(tc, {}, quiet=True)
         g = load_checkpoint(Path(out) / RESUME_NAME).params
-        result["gradual_50"] = {"loss": windows_loss(config, g, windows), "prune_start": 0,
-                                "prune_end": args.finetune_iters - 50, "prune_every": 10,
-                                "sparsity": float(np.mean([np.mean(g[n] == 0) for n in names]))}
+        result["gradual_50"] = {
+            "loss": windows_loss(config, g, windows),
+            "prune_start": 0,
+            "prune_end": args.finetune_iters - 50,
+            "prune_every": 10,
+            "sparsity": float(np.mean([np.mean(g[n] == 0) for n in names])),
+        }
     say(f"gradual: {result['gradual_50']}")
 
     # bytes on disk
     sizes = {"dense": Path(args.teacher).stat().st_size}
-    for label, params, nm in (("magnitude_50", pruned("magnitude", "tensor", 0.5), None),
-                              ("2:4", pruned("nm", "tensor", 0.5), (2, 4))):
+    for label, params, nm in (
+        ("magnitude_50", pruned("magnitude", "tensor", 0.5), None),
+        ("2:4", pruned("nm", "tensor", 0.5), (2, 4)),
+    ):
         enc = prune.encode_sparse(params, names, nm)
         path = tmp / "s.safetensors"
         save_checkpoint(path, config, params, ck.tokenizer, meta, encoded=enc)
@@ -143,8 +179,15 @@ def main():
     result["structured"] = {}
     for kind in ("heads", "neurons"):
         c2, p2, drop = structured.prune_structured(config, dense, kind, 0.25)
-        steps = time_alternating({"dense": minigpt_stepper(config, dense, 12, "numba"),
-                                  kind: minigpt_stepper(c2, p2, 12, "numba")}, steps=10, repeats=args.repeats, warmup=2)
+        steps = time_alternating(
+            {
+                "dense": minigpt_stepper(config, dense, 12, "numba"),
+                kind: minigpt_stepper(c2, p2, 12, "numba"),
+            },
+            steps=10,
+            repeats=args.repeats,
+            warmup=2,
+        )
         rates = {"dense": [], kind: []}
         for r in range(args.repeats):
             for name, (c, p) in (("dense", (config, dense)), (kind, (c2, p2)))[:: 1 if r % 2 == 0 else -1]:
@@ -156,13 +199,18 @@ def main():
         save_checkpoint(path, c2, p2, ck.tokenizer, meta)
         tuned_params = finetune(path, args.data, args.finetune_iters, args.finetune_lr)
         entry = {
-            "removed_per_layer": [len(d) for d in drop.values()], "head_counts": c2.head_counts,
-            "mlp_widths": c2.mlp_widths, "params": int(sum(a.size for a in p2.values())),
+            "removed_per_layer": [len(d) for d in drop.values()],
+            "head_counts": c2.head_counts,
+            "mlp_widths": c2.mlp_widths,
+            "params": int(sum(a.size for a in p2.values())),
             "params_dense": int(sum(a.size for a in dense.values())),
-            "ms_per_step_dense": steps["dense"]["median"], "ms_per_step": steps[kind]["median"],
+            "ms_per_step_dense": steps["dense"]["median"],
+            "ms_per_step": steps[kind]["median"],
             "step_speedup": steps["dense"]["median"] / steps[kind]["median"],
-            "sample_tok_s_dense": float(np.median(rates["dense"])), "sample_tok_s": float(np.median(rates[kind])),
-            "loss": windows_loss(c2, p2, windows), "loss_finetuned": windows_loss(c2, tuned_params, windows),
+            "sample_tok_s_dense": float(np.median(rates["dense"])),
+            "sample_tok_s": float(np.median(rates[kind])),
+            "loss": windows_loss(c2, p2, windows),
+            "loss_finetuned": windows_loss(c2, tuned_params, windows),
             "file_bytes": path.stat().st_size,
         }
         entry["sample_speedup"] = entry["sample_tok_s"] / entry["sample_tok_s_dense"]
@@ -175,9 +223,11 @@ def main():
         "magnitude50_ft_minus_dense": m50["loss_finetuned"] - result["dense_loss"],
         "magnitude50_ft_within_0.03": m50["loss_finetuned"] - result["dense_loss"] <= 0.03,
         "magnitude50_ft_minus_dense_ft": m50["loss_finetuned"] - result["dense_loss_finetuned"],
-        "magnitude50_ft_within_0.03_of_dense_ft": m50["loss_finetuned"] - result["dense_loss_finetuned"] <= 0.03,
+        "magnitude50_ft_within_0.03_of_dense_ft": m50["loss_finetuned"] - result["dense_loss_finetuned"]
+        <= 0.03,
         "wanda50_beats_magnitude50": w50["loss"] < m50["loss"],
-        "2:4_file_ratio": sizes["ratio_2:4"], "2:4_file_at_most_0.6": sizes["ratio_2:4"] <= 0.6,
+        "2:4_file_ratio": sizes["ratio_2:4"],
+        "2:4_file_at_most_0.6": sizes["ratio_2:4"] <= 0.6,
         "heads25_faster_step_and_sampling": result["structured"]["heads"]["step_speedup"] > 1
         and result["structured"]["heads"]["sample_speedup"] > 1,
         "neurons25_faster_step_and_sampling": result["structured"]["neurons"]["step_speedup"] > 1

@@ -64,7 +64,9 @@ class GPTConfig:
             if value is None:
                 continue
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != self.n_layer:
-                raise InputError(f"{name} must be a list of {self.n_layer} positive integers (one per layer), got {value!r}")
+                raise InputError(
+                    f"{name} must be a list of {self.n_layer} positive integers (one per layer), got {value!r}"
+                )
             if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0 for v in value):
                 raise InputError(f"{name} must hold positive integers, got {list(value)!r}")
             object.__setattr__(self, name, tuple(int(v) for v in value))  # hashable, JSON-safe ints

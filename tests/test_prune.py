@@ -122,8 +122,14 @@ def test_random_baseline_is_seeded_and_counts_exactly():
 def test_nm_groups_hold_exactly_n_and_the_top_n(data, m):
     n = data.draw(st.integers(1, m - 1))
     d_in = m * data.draw(st.integers(1, 3))
-    w = data.draw(arrays(np.float32, (d_in, data.draw(st.integers(1, 5))), elements=finite.filter(lambda x: x != 0),
-                         unique=True))
+    w = data.draw(
+        arrays(
+            np.float32,
+            (d_in, data.draw(st.integers(1, 5))),
+            elements=finite.filter(lambda x: x != 0),
+            unique=True,
+        )
+    )
     mask = prune.nm_mask(np.abs(w), n, m)
     groups = mask.reshape(d_in // m, m, -1)
     assert (groups.sum(axis=1) == n).all()
@@ -156,8 +162,10 @@ def test_wanda_mask_invariant_to_rescaling_an_input_channel(data):
 
 def test_wanda_equals_per_output_magnitude_when_all_norms_are_equal():
     w = np.random.default_rng(0).normal(size=(16, 6))
-    assert np.array_equal(prune.per_output_mask(prune.wanda_scores(w, np.full(16, 3.0)), 0.5),
-                          prune.per_output_mask(np.abs(w), 0.5))
+    assert np.array_equal(
+        prune.per_output_mask(prune.wanda_scores(w, np.full(16, 3.0)), 0.5),
+        prune.per_output_mask(np.abs(w), 0.5),
+    )
 
 
 def test_wanda_on_a_model_counts_per_output_and_uses_activations():
@@ -225,9 +233,21 @@ def test_gradual_pruning_in_train_reaches_the_target_and_stores_compressed(tmp_p
 
     text = tmp_path / "t.txt"
     text.write_text("".join(np.random.default_rng(0).choice(list("abcde \n"), 3000)), encoding="utf-8")
-    tc = TrainConfig(out_dir=str(tmp_path / "out"), data=str(text), batch_size=4, max_iters=20, eval_interval=10,
-                     eval_iters=1, log_interval=10, warmup_iters=2, lr_decay_iters=20, prune_to=0.6,
-                     prune_start=2, prune_end=14, prune_every=4)
+    tc = TrainConfig(
+        out_dir=str(tmp_path / "out"),
+        data=str(text),
+        batch_size=4,
+        max_iters=20,
+        eval_interval=10,
+        eval_iters=1,
+        log_interval=10,
+        warmup_iters=2,
+        lr_decay_iters=20,
+        prune_to=0.6,
+        prune_start=2,
+        prune_end=14,
+        prune_every=4,
+    )
     train(tc, dict(n_layer=1, n_head=2, n_embd=16, block_size=16), quiet=True)
     state = load_checkpoint(tmp_path / "out" / RESUME_NAME)
     best = load_checkpoint(tmp_path / "out" / CKPT_NAME)
@@ -235,7 +255,9 @@ def test_gradual_pruning_in_train_reaches_the_target_and_stores_compressed(tmp_p
         p = state.params[name]
         assert (p == 0).sum() == round(0.6 * p.size)
         assert (state.optim["m"][name][p == 0] == 0).all() and (state.optim["v"][name][p == 0] == 0).all()
-        assert best.encoded[name].codec == "bitmask"  # the best checkpoint is the final-sparsity one, compressed
+        assert (
+            best.encoded[name].codec == "bitmask"
+        )  # the best checkpoint is the final-sparsity one, compressed
     assert best.meta["iter"] >= 14
 
 
@@ -250,21 +272,34 @@ def test_train_keeps_the_zeros_of_a_pruned_checkpoint(tmp_path):
     names = prune.prunable_names(config)
     prune.prune_params(config, params, "magnitude", 0.5, names)
     src = tmp_path / "p.safetensors"
-    save_checkpoint(src, config, params, CharTokenizer(sorted(set(text.read_text()))), {"pruning": {"tensors": names}})
-    tc = TrainConfig(out_dir=str(tmp_path / "out"), data=str(text), init_from=str(src), batch_size=4, max_iters=6,
-                     eval_interval=6, eval_iters=1, log_interval=6)
+    save_checkpoint(
+        src, config, params, CharTokenizer(sorted(set(text.read_text()))), {"pruning": {"tensors": names}}
+    )
+    tc = TrainConfig(
+        out_dir=str(tmp_path / "out"),
+        data=str(text),
+        init_from=str(src),
+        batch_size=4,
+        max_iters=6,
+        eval_interval=6,
+        eval_iters=1,
+        log_interval=6,
+    )
     train(tc, {}, quiet=True)
     tuned = load_checkpoint(tmp_path / "out" / RESUME_NAME).params
     for n in names:
         assert np.array_equal(tuned[n] == 0, params[n] == 0)
 
 
-@pytest.mark.parametrize("fields, message", [
-    (dict(prune_to=1.0), "prune_to must be a sparsity"),
-    (dict(prune_to=0.5, prune_start=5, prune_end=5), "prune_start < prune_end"),
-    (dict(prune_to=0.5, prune_start=-1, prune_end=5), "prune_start must be an integer >= 0"),
-    (dict(prune_to=0.5, prune_end=5, prune_every=0), "prune_every must be"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(prune_to=1.0), "prune_to must be a sparsity"),
+        (dict(prune_to=0.5, prune_start=5, prune_end=5), "prune_start < prune_end"),
+        (dict(prune_to=0.5, prune_start=-1, prune_end=5), "prune_start must be an integer >= 0"),
+        (dict(prune_to=0.5, prune_end=5, prune_every=0), "prune_every must be"),
+    ],
+)
 def test_bad_gradual_settings(fields, message):
     from minigpt.train import TrainConfig
 
@@ -284,10 +319,14 @@ def test_bitmask_codec_round_trips_exactly(w, s):
     assert back.dtype == w.dtype and back.shape == w.shape and np.array_equal(back, w)
 
 
-@given(st.data(), st.sampled_from([(2, 4), (1, 4), (4, 8), (1, 2)]), st.sampled_from([np.float32, np.float64]))
+@given(
+    st.data(), st.sampled_from([(2, 4), (1, 4), (4, 8), (1, 2)]), st.sampled_from([np.float32, np.float64])
+)
 def test_nm_codec_round_trips_exactly(data, nm, dtype):
     n, m = nm
-    w = data.draw(arrays(dtype, (m * data.draw(st.integers(1, 4)), data.draw(st.integers(1, 5))), elements=finite))
+    w = data.draw(
+        arrays(dtype, (m * data.draw(st.integers(1, 4)), data.draw(st.integers(1, 5))), elements=finite)
+    )
     w = w * prune.nm_mask(np.abs(w), n, m)  # at most n nonzeros per group (fewer where w had zeros)
     enc = storage.encode(w, "nm", n=n, m=m)
     assert np.array_equal(storage.decode(enc), w) and storage.decode(enc).dtype == w.dtype
@@ -320,20 +359,35 @@ def test_pruned_checkpoint_is_smaller_and_loads_back_identical(tmp_path):
 # bad input
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda p, c: prune.prune_params(c, p, "magnitude", 1.0), r"sparsity must be in \[0, 1\)"),
-    (lambda p, c: prune.prune_params(c, p, "magnitude", -0.1), r"sparsity must be in \[0, 1\)"),
-    (lambda p, c: prune.prune_params(c, p, "nm", n=4, m=4), "1 <= N < M"),
-    (lambda p, c: prune.prune_params(c, p, "nm", n=2, m=5), "not divisible by M=5"),
-    (lambda p, c: prune.prune_params(c, p, "magnitude", 0.5, names=["h.0.attn.c_atn.weight"]), "unknown tensor name"),
-    (lambda p, c: prune.prune_params(c, p, "wanda", 0.5), "wanda needs calibration data"),
-    (lambda p, c: prune.prune_params(c, p, "wanda", 0.5, names=["wte.weight"], calib=np.zeros((1, 9), int)),
-     "linear weights"),
-    (lambda p, c: prune.prune_params(c, p, "magnitude", 0.5, scope="layer"), "scope must be tensor or global"),
-    (lambda p, c: prune.prune_params(c, p, "svd", 0.5), "unknown method"),
-    (lambda p, c: prune.prune_params(c, p, "wanda", 0.5, scope="global", calib=np.zeros((1, 9), int)),
-     "scope global does not apply"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda p, c: prune.prune_params(c, p, "magnitude", 1.0), r"sparsity must be in \[0, 1\)"),
+        (lambda p, c: prune.prune_params(c, p, "magnitude", -0.1), r"sparsity must be in \[0, 1\)"),
+        (lambda p, c: prune.prune_params(c, p, "nm", n=4, m=4), "1 <= N < M"),
+        (lambda p, c: prune.prune_params(c, p, "nm", n=2, m=5), "not divisible by M=5"),
+        (
+            lambda p, c: prune.prune_params(c, p, "magnitude", 0.5, names=["h.0.attn.c_atn.weight"]),
+            "unknown tensor name",
+        ),
+        (lambda p, c: prune.prune_params(c, p, "wanda", 0.5), "wanda needs calibration data"),
+        (
+            lambda p, c: prune.prune_params(
+                c, p, "wanda", 0.5, names=["wte.weight"], calib=np.zeros((1, 9), int)
+            ),
+            "linear weights",
+        ),
+        (
+            lambda p, c: prune.prune_params(c, p, "magnitude", 0.5, scope="layer"),
+            "scope must be tensor or global",
+        ),
+        (lambda p, c: prune.prune_params(c, p, "svd", 0.5), "unknown method"),
+        (
+            lambda p, c: prune.prune_params(c, p, "wanda", 0.5, scope="global", calib=np.zeros((1, 9), int)),
+            "scope global does not apply",
+        ),
+    ],
+)
 def test_bad_input_is_a_clear_error(call, message):
     config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
     with pytest.raises(InputError, match=message):

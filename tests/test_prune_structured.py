@@ -30,16 +30,22 @@ def test_removed_units_give_the_masked_models_logits(backend_name, kind, data):
         if name.endswith(".bias"):
             params[name] = np.random.default_rng(1).normal(0, 0.1, params[name].shape)
     n = 4 if kind == "heads" else 64
-    drop = {i: sorted(data.draw(st.sets(st.integers(0, n - 1), max_size=n - 1))) for i in range(CONFIG.n_layer)}
+    drop = {
+        i: sorted(data.draw(st.sets(st.integers(0, n - 1), max_size=n - 1))) for i in range(CONFIG.n_layer)
+    }
     idx = np.random.default_rng(2).integers(0, 11, (2, 8))
     with backend.use_backend(backend_name):
         small_config, small = structured.remove_units(CONFIG, params, kind, drop)
         removed = gpt_forward(small_config, small, idx)[0]
         masked = gpt_forward(CONFIG, structured.mask_units(CONFIG, params, kind, drop), idx)[0]
     np.testing.assert_allclose(removed, masked, rtol=0, atol=1e-12)
-    counts = [small_config.layer_heads(i) if kind == "heads" else small_config.layer_mlp_width(i) for i in range(2)]
+    counts = [
+        small_config.layer_heads(i) if kind == "heads" else small_config.layer_mlp_width(i) for i in range(2)
+    ]
     assert counts == [n - len(drop[i]) for i in range(2)]
-    assert sum(a.size for a in small.values()) < sum(a.size for a in params.values()) or not any(drop.values())
+    assert sum(a.size for a in small.values()) < sum(a.size for a in params.values()) or not any(
+        drop.values()
+    )
 
 
 def test_pruned_model_saves_loads_trains_and_samples(tmp_path):
@@ -71,15 +77,19 @@ def test_old_configs_read_unchanged():
     assert "head_counts" not in c.to_dict() and "mlp_widths" not in c.to_dict()  # dense checkpoints as before
     assert c.uniform and c.layer_heads(3) == 4 and c.layer_mlp_width(0) == 512
     d = GPTConfig(n_layer=2, head_counts=[1, 4], mlp_widths=[5, 7]).to_dict()
-    assert d["head_counts"] == [1, 4] and GPTConfig.from_dict(d) == GPTConfig(n_layer=2, head_counts=(1, 4),
-                                                                              mlp_widths=(5, 7))
+    assert d["head_counts"] == [1, 4] and GPTConfig.from_dict(d) == GPTConfig(
+        n_layer=2, head_counts=(1, 4), mlp_widths=(5, 7)
+    )
 
 
-@pytest.mark.parametrize("fields, message", [
-    (dict(n_layer=2, head_counts=[1]), "head_counts must be a list of 2"),
-    (dict(n_layer=2, mlp_widths=[4, 0]), "mlp_widths must hold positive integers"),
-    (dict(n_layer=1, head_counts="4"), "head_counts must be a list"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(n_layer=2, head_counts=[1]), "head_counts must be a list of 2"),
+        (dict(n_layer=2, mlp_widths=[4, 0]), "mlp_widths must hold positive integers"),
+        (dict(n_layer=1, head_counts="4"), "head_counts must be a list"),
+    ],
+)
 def test_bad_per_layer_fields(fields, message):
     with pytest.raises(InputError, match=message):
         GPTConfig(**fields)
@@ -130,8 +140,13 @@ def model_file(tmp_path_factory):
     text.write_text("".join(np.random.default_rng(0).choice(list("abcde \n"), 4000)), encoding="utf-8")
     config = GPTConfig(vocab_size=7, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=False)
     path = d / "dense.safetensors"
-    save_checkpoint(path, config, init_params(config, seed=0), CharTokenizer(sorted(set(text.read_text()))),
-                    {"train_config": {"data": str(text)}})
+    save_checkpoint(
+        path,
+        config,
+        init_params(config, seed=0),
+        CharTokenizer(sorted(set(text.read_text()))),
+        {"train_config": {"data": str(text)}},
+    )
     return d, text, path
 
 
@@ -139,8 +154,24 @@ def model_file(tmp_path_factory):
 def test_prune_command_writes_a_smaller_checkpoint_that_eval_and_sample_take(model_file, method, capsys):
     d, text, path = model_file
     out = d / f"{method}.safetensors"
-    argv = ["prune", "--ckpt", str(path), "--out", str(out), "--method", method, "--sparsity", "0.5",
-            "--data", str(text), "--calib-data", str(text), "--eval-windows", "8", "--json"]
+    argv = [
+        "prune",
+        "--ckpt",
+        str(path),
+        "--out",
+        str(out),
+        "--method",
+        method,
+        "--sparsity",
+        "0.5",
+        "--data",
+        str(text),
+        "--calib-data",
+        str(text),
+        "--eval-windows",
+        "8",
+        "--json",
+    ]
     assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["file_bytes_after"] < r["file_bytes_before"] and out.stat().st_size == r["file_bytes_after"]
@@ -158,29 +189,72 @@ def test_prune_command_writes_a_smaller_checkpoint_that_eval_and_sample_take(mod
 def test_prune_finetune_keeps_zeros_and_sensitivity_prints_a_table(model_file, capsys):
     d, text, path = model_file
     out = d / "ft.safetensors"
-    assert main(["prune", "--ckpt", str(path), "--out", str(out), "--data", str(text), "--finetune-iters", "3",
-                 "--eval-windows", "4", "--json"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--ckpt",
+                str(path),
+                "--out",
+                str(out),
+                "--data",
+                str(text),
+                "--finetune-iters",
+                "3",
+                "--eval-windows",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     r = json.loads(capsys.readouterr().out)
     assert "val_loss_finetuned" in r and r["sparsity_pruned_tensors"] == 0.5
-    assert main(["prune", "sensitivity", "--ckpt", str(path), "--data", str(text), "--sparsities", "0.2", "0.8",
-                 "--tensors", "h.0.mlp.c_fc.weight", "h.1.attn.c_proj.weight", "--eval-windows", "4", "--json"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "sensitivity",
+                "--ckpt",
+                str(path),
+                "--data",
+                str(text),
+                "--sparsities",
+                "0.2",
+                "0.8",
+                "--tensors",
+                "h.0.mlp.c_fc.weight",
+                "h.1.attn.c_proj.weight",
+                "--eval-windows",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     s = json.loads(captured.out)
     assert [(row["tensor"], row["sparsity"]) for row in s["rows"]] == [
-        ("h.0.mlp.c_fc.weight", 0.2), ("h.0.mlp.c_fc.weight", 0.8), ("h.1.attn.c_proj.weight", 0.2),
-        ("h.1.attn.c_proj.weight", 0.8)]
+        ("h.0.mlp.c_fc.weight", 0.2),
+        ("h.0.mlp.c_fc.weight", 0.8),
+        ("h.1.attn.c_proj.weight", 0.2),
+        ("h.1.attn.c_proj.weight", 0.8),
+    ]
     assert "h.0.mlp.c_fc.weight" in captured.err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--sparsity", "1.5"], "sparsity must be in"),
-    (["--method", "nm", "--n", "4", "--m", "4"], "1 <= N < M"),
-    (["--method", "nm", "--m", "3", "--n", "1"], "not divisible by M=3"),
-    (["--tensors", "h.9.mlp.c_fc.weight"], "unknown tensor name"),
-    (["--method", "wanda"], "wanda needs calibration data"),
-    (["--finetune-iters", "5"], "needs --data"),
-    (["--out", ""], "--out is required"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--sparsity", "1.5"], "sparsity must be in"),
+        (["--method", "nm", "--n", "4", "--m", "4"], "1 <= N < M"),
+        (["--method", "nm", "--m", "3", "--n", "1"], "not divisible by M=3"),
+        (["--tensors", "h.9.mlp.c_fc.weight"], "unknown tensor name"),
+        (["--method", "wanda"], "wanda needs calibration data"),
+        (["--finetune-iters", "5"], "needs --data"),
+        (["--out", ""], "--out is required"),
+    ],
+)
 def test_prune_command_bad_input_exit_2(model_file, extra, message, capsys):
     d, _, path = model_file
     assert main(["prune", "--ckpt", str(path), "--out", str(d / "x.safetensors"), *extra]) == 2
@@ -192,8 +266,22 @@ def test_sensitivity_plot_or_a_clear_message(model_file, tmp_path, monkeypatch, 
     import sys
 
     d, text, path = model_file
-    argv = ["prune", "sensitivity", "--ckpt", str(path), "--data", str(text), "--sparsities", "0.5",
-            "--tensors", "h.0.mlp.c_fc.weight", "--eval-windows", "2", "--plot", str(tmp_path / "s.png")]
+    argv = [
+        "prune",
+        "sensitivity",
+        "--ckpt",
+        str(path),
+        "--data",
+        str(text),
+        "--sparsities",
+        "0.5",
+        "--tensors",
+        "h.0.mlp.c_fc.weight",
+        "--eval-windows",
+        "2",
+        "--plot",
+        str(tmp_path / "s.png"),
+    ]
     try:
         import matplotlib  # noqa: F401
 
@@ -209,8 +297,27 @@ def test_gradual_pruning_resumes_exactly(tmp_path, model_file, capsys):
     """A gradual run stopped midway and resumed ends with exactly the uninterrupted run's weights
     (the masks are rebuilt from the zeros); the flags come from TrainConfig's fields."""
     _, text, _ = model_file
-    base = ["train", "--preset", "tiny", "--data", str(text), "--eval-interval", "4", "--eval-iters", "1",
-            "--block-size", "16", "--prune-to", "0.5", "--prune-start", "2", "--prune-end", "10", "--prune-every", "2"]
+    base = [
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(text),
+        "--eval-interval",
+        "4",
+        "--eval-iters",
+        "1",
+        "--block-size",
+        "16",
+        "--prune-to",
+        "0.5",
+        "--prune-start",
+        "2",
+        "--prune-end",
+        "10",
+        "--prune-every",
+        "2",
+    ]
     assert main([*base, "--max-iters", "12", "--out-dir", str(tmp_path / "a")]) == 0
     assert main([*base, "--max-iters", "6", "--out-dir", str(tmp_path / "b")]) == 0
     assert main(["train", "--resume", "--out-dir", str(tmp_path / "b"), "--max-iters", "12"]) == 0

@@ -149,9 +149,19 @@ assert err["wanda"] < err["magnitude"]
 t0 = time.time()
 text_path = workdir / "text.txt"
 text_path.write_text(default_corpus()[:200_000], encoding="utf-8")
-tc = TrainConfig(out_dir=str(workdir / "dense"), data=str(text_path), max_iters=300, batch_size=16,
-                 learning_rate=3e-3, min_lr=3e-4, warmup_iters=20, lr_decay_iters=300, eval_interval=300,
-                 eval_iters=5, log_interval=100)
+tc = TrainConfig(
+    out_dir=str(workdir / "dense"),
+    data=str(text_path),
+    max_iters=300,
+    batch_size=16,
+    learning_rate=3e-3,
+    min_lr=3e-4,
+    warmup_iters=20,
+    lr_decay_iters=300,
+    eval_interval=300,
+    eval_iters=5,
+    log_interval=100,
+)
 summary = train(tc, dict(n_layer=2, n_head=2, n_embd=64, block_size=32, bias=False), quiet=True)
 dense = load_checkpoint(workdir / "dense" / "ckpt.safetensors")
 config = dense.config
@@ -192,20 +202,41 @@ params = {k: v.copy() for k, v in dense.params.items()}
 names = prune.prunable_names(config)
 prune.prune_params(config, params, "magnitude", 0.7, names)
 pruned_path = workdir / "pruned.safetensors"
-save_checkpoint(pruned_path, config, params, dense.tokenizer, {"pruning": {"tensors": names}},
-                encoded=prune.encode_sparse(params, names))
-ft = TrainConfig(out_dir=str(workdir / "ft"), data=str(text_path), init_from=str(pruned_path), max_iters=100,
-                 batch_size=16, learning_rate=1e-3, min_lr=1e-4, warmup_iters=0, lr_decay_iters=100,
-                 eval_interval=100, eval_iters=2, log_interval=100)
+save_checkpoint(
+    pruned_path,
+    config,
+    params,
+    dense.tokenizer,
+    {"pruning": {"tensors": names}},
+    encoded=prune.encode_sparse(params, names),
+)
+ft = TrainConfig(
+    out_dir=str(workdir / "ft"),
+    data=str(text_path),
+    init_from=str(pruned_path),
+    max_iters=100,
+    batch_size=16,
+    learning_rate=1e-3,
+    min_lr=1e-4,
+    warmup_iters=0,
+    lr_decay_iters=100,
+    eval_interval=100,
+    eval_iters=2,
+    log_interval=100,
+)
 train(ft, {}, quiet=True)
 tuned = load_checkpoint(workdir / "ft" / RESUME_NAME)
 for n in names:
     assert np.array_equal(tuned.params[n] == 0, params[n] == 0)  # the same zeros, exactly
     assert (tuned.optim["m"][n][params[n] == 0] == 0).all()  # and no momentum left to revive them
-print(f"70%: dense {dense_loss:.3f}, pruned {windows_loss(config, params, windows):.3f}, "
-      f"after 100 steps {windows_loss(config, tuned.params, windows):.3f}")
-print(f"file: dense {(workdir / 'dense' / 'ckpt.safetensors').stat().st_size:,} bytes, "
-      f"pruned {pruned_path.stat().st_size:,} bytes")
+print(
+    f"70%: dense {dense_loss:.3f}, pruned {windows_loss(config, params, windows):.3f}, "
+    f"after 100 steps {windows_loss(config, tuned.params, windows):.3f}"
+)
+print(
+    f"file: dense {(workdir / 'dense' / 'ckpt.safetensors').stat().st_size:,} bytes, "
+    f"pruned {pruned_path.stat().st_size:,} bytes"
+)
 
 # %% [markdown]
 # **Gradual pruning** (Zhu & Gupta 2017) prunes during training instead, along a cubic schedule
@@ -214,10 +245,24 @@ print(f"file: dense {(workdir / 'dense' / 'ckpt.safetensors').stat().st_size:,} 
 
 # %%
 print("schedule:", [round(prune.cubic_sparsity(t, 0.7, 0, 100), 3) for t in range(0, 101, 20)])
-gr = TrainConfig(out_dir=str(workdir / "gradual"), data=str(text_path), init_from=str(workdir / "dense" / "ckpt.safetensors"),
-                 max_iters=100, batch_size=16, learning_rate=1e-3, min_lr=1e-4, warmup_iters=0, lr_decay_iters=100,
-                 eval_interval=100, eval_iters=2, log_interval=100, prune_to=0.7, prune_start=0, prune_end=80,
-                 prune_every=10)
+gr = TrainConfig(
+    out_dir=str(workdir / "gradual"),
+    data=str(text_path),
+    init_from=str(workdir / "dense" / "ckpt.safetensors"),
+    max_iters=100,
+    batch_size=16,
+    learning_rate=1e-3,
+    min_lr=1e-4,
+    warmup_iters=0,
+    lr_decay_iters=100,
+    eval_interval=100,
+    eval_iters=2,
+    log_interval=100,
+    prune_to=0.7,
+    prune_start=0,
+    prune_end=80,
+    prune_every=10,
+)
 train(gr, {}, quiet=True)
 gradual = load_checkpoint(workdir / "gradual" / RESUME_NAME).params
 assert all((gradual[n] == 0).sum() == round(0.7 * gradual[n].size) for n in names)
@@ -238,8 +283,10 @@ small_config, small, drop = structured.prune_structured(config, dense.params, "n
 masked = structured.mask_units(config, dense.params, "neurons", drop)
 idx = windows[:4, :-1]
 diff = np.abs(gpt_forward(small_config, small, idx)[0] - gpt_forward(config, masked, idx)[0]).max()
-print(f"mlp widths {small_config.mlp_widths}; parameters {sum(a.size for a in dense.params.values()):,} -> "
-      f"{sum(a.size for a in small.values()):,}; max logit difference removed vs masked {diff:.1e}")
+print(
+    f"mlp widths {small_config.mlp_widths}; parameters {sum(a.size for a in dense.params.values()):,} -> "
+    f"{sum(a.size for a in small.values()):,}; max logit difference removed vs masked {diff:.1e}"
+)
 assert diff < 1e-4
 prompt = dense.tokenizer.encode("def ")
 print("sample:", repr(dense.tokenizer.decode(list(generate(small_config, small, prompt, 40, seed=0)))))
@@ -263,8 +310,11 @@ else:
     for method, rows in bench["curves"].items():
         print(f"{method:17s}" + " ".join(f"{r['sparsity']:.0%}:{r['loss']:.3f}" for r in rows))
     for kind, e in bench["structured"].items():
-        print(f"25% {kind} removed: training step {e['step_speedup']:.2f}x, sampling {e['sample_speedup']:.2f}x faster; "
-              f"val {e['loss']:.3f} -> {e['loss_finetuned']:.3f} after fine-tuning")
+        print(
+            f"25% {kind} removed: training step {e['step_speedup']:.2f}x, "
+            f"sampling {e['sample_speedup']:.2f}x faster; "
+            f"val {e['loss']:.3f} -> {e['loss_finetuned']:.3f} after fine-tuning"
+        )
     print("targets:", bench["targets"])
 
 # %%
@@ -291,11 +341,20 @@ if plt is not None:
         for method, rows in bench["curves"].items():
             ax.plot([r["sparsity"] for r in rows], [r["loss"] for r in rows], marker="o", label=method)
             tuned_rows = [r for r in rows if "loss_finetuned" in r]
-            ax.plot([r["sparsity"] for r in tuned_rows], [r["loss_finetuned"] for r in tuned_rows], marker="x",
-                    ls=":", color=ax.lines[-1].get_color())
+            ax.plot(
+                [r["sparsity"] for r in tuned_rows],
+                [r["loss_finetuned"] for r in tuned_rows],
+                marker="x",
+                ls=":",
+                color=ax.lines[-1].get_color(),
+            )
         ax.axhline(bench["dense_loss"], color="k", ls="--", lw=1, label="dense")
-        ax.set(title="baby Shakespeare (dotted: +200 fine-tuning steps)", xlabel="sparsity", ylabel="val loss",
-               ylim=(1.8, 3.5))
+        ax.set(
+            title="baby Shakespeare (dotted: +200 fine-tuning steps)",
+            xlabel="sparsity",
+            ylabel="val loss",
+            ylim=(1.8, 3.5),
+        )
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(workdir / "sparsity_vs_loss.png", dpi=100)

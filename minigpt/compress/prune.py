@@ -78,7 +78,9 @@ def prunable_names(config: GPTConfig, embeddings: bool = False, layernorm: bool 
     if embeddings:
         names = list(EMBEDDINGS) + names
     if layernorm:
-        names += [f"h.{i}.{ln}.weight" for i in range(config.n_layer) for ln in ("ln_1", "ln_2")] + ["ln_f.weight"]
+        names += [f"h.{i}.{ln}.weight" for i in range(config.n_layer) for ln in ("ln_1", "ln_2")] + [
+            "ln_f.weight"
+        ]
     return names
 
 
@@ -87,8 +89,10 @@ def check_names(params: dict, names) -> list[str]:
     names = list(names)
     for name in names:
         if name not in params:
-            raise InputError(f"unknown tensor name {name!r}: the model has no such parameter "
-                             f"(e.g. {', '.join(list(params)[2:5])})")
+            raise InputError(
+                f"unknown tensor name {name!r}: the model has no such parameter "
+                f"(e.g. {', '.join(list(params)[2:5])})"
+            )
     if len(set(names)) != len(names):
         raise InputError("a tensor is named twice")
     return names
@@ -99,7 +103,11 @@ def check_names(params: dict, names) -> list[str]:
 
 
 def check_sparsity(sparsity) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)) or not 0.0 <= sparsity < 1.0:
+    if (
+        isinstance(sparsity, bool)
+        or not isinstance(sparsity, (int, float, np.floating))
+        or not 0.0 <= sparsity < 1.0
+    ):
         raise InputError(f"sparsity must be in [0, 1), got {sparsity!r}")
     return float(sparsity)
 
@@ -203,8 +211,12 @@ def linear_inputs(block_cache) -> dict:
     {weight suffix: x (B, T, d_in)}. The linear caches are (x, w, has_bias)."""
     ln1_cache, qkv_cache, att_cache, attproj_cache, attdrop_cache, ln2_cache, fc_cache, *_rest = block_cache
     fcproj_cache = _rest[1]
-    return {"attn.c_attn.weight": qkv_cache[0], "attn.c_proj.weight": attproj_cache[0],
-            "mlp.c_fc.weight": fc_cache[0], "mlp.c_proj.weight": fcproj_cache[0]}
+    return {
+        "attn.c_attn.weight": qkv_cache[0],
+        "attn.c_proj.weight": attproj_cache[0],
+        "mlp.c_fc.weight": fc_cache[0],
+        "mlp.c_proj.weight": fcproj_cache[0],
+    }
 
 
 def input_norms(config: GPTConfig, params: dict, calib: np.ndarray, layer: int) -> dict:
@@ -232,7 +244,9 @@ def wanda_masks(config: GPTConfig, params: dict, names, sparsity: float, calib, 
     (N, T) of calibration text; nm: (N, M) for Wanda N:M instead of a per-output fraction."""
     names = check_names(params, names)
     if calib is None or np.size(calib) == 0:
-        raise InputError("wanda needs calibration data: give --calib-data PATH (a text file in the model's characters)")
+        raise InputError(
+            "wanda needs calibration data: give --calib-data PATH (a text file in the model's characters)"
+        )
     calib = np.asarray(calib)[:, : config.block_size]  # windows of T + 1 tokens: the inputs are the first T
     by_layer = {}
     for name in names:
@@ -269,13 +283,25 @@ def calibration_batch(ids: np.ndarray, block_size: int, n_seqs: int = 32, seed: 
 METHODS = ("magnitude", "random", "wanda", "nm", "neurons", "heads")
 
 
-def prune_params(config: GPTConfig, params: dict, method: str, sparsity: float = 0.5, names=None,
-                 scope: str = "tensor", n: int = 2, m: int = 4, calib=None, seed: int = 0) -> dict:
+def prune_params(
+    config: GPTConfig,
+    params: dict,
+    method: str,
+    sparsity: float = 0.5,
+    names=None,
+    scope: str = "tensor",
+    n: int = 2,
+    m: int = 4,
+    calib=None,
+    seed: int = 0,
+) -> dict:
     """Unstructured or N:M pruning of params **in place**; returns the masks.
     names: the tensors (default prunable_names(config)). For nm the sparsity is (M - N) / M."""
     names = check_names(params, prunable_names(config) if names is None else names)
     if method in ("nm", "wanda") and scope != "tensor":
-        raise InputError(f"{method} compares weights within each output (or group), so --scope global does not apply")
+        raise InputError(
+            f"{method} compares weights within each output (or group), so --scope global does not apply"
+        )
     if method == "magnitude":
         masks = masks_from_scores(magnitude_scores(params, names), sparsity, scope)
     elif method == "random":
@@ -348,11 +374,21 @@ class GradualPruning(MaskedTraining):
         names = check_names(params, names)
         self.final, self.start, self.end, self.every = check_sparsity(final), start, end, every
         masks = masks or {name: np.ones(params[name].shape, dtype=bool) for name in names}
-        super().__init__(masks, {"method": "gradual magnitude (Zhu & Gupta cubic)", "sparsity": final,
-                                 "start": start, "end": end, "every": every})
+        super().__init__(
+            masks,
+            {
+                "method": "gradual magnitude (Zhu & Gupta cubic)",
+                "sparsity": final,
+                "start": start,
+                "end": end,
+                "every": every,
+            },
+        )
 
     def is_pruning_step(self, completed: int) -> bool:
-        return self.start < completed <= self.end and ((completed - self.start) % self.every == 0 or completed == self.end)
+        return self.start < completed <= self.end and (
+            (completed - self.start) % self.every == 0 or completed == self.end
+        )
 
     def update_masks(self, completed: int, params: dict):
         if not self.is_pruning_step(completed):
@@ -378,7 +414,9 @@ def training_pruner(tc, params: dict, init_meta: dict | None = None, step: int =
         return GradualPruning(params, names, tc.prune_to, tc.prune_start, tc.prune_end, tc.prune_every, masks)
     if pruning and pruning.get("tensors"):
         names = check_names(params, pruning["tensors"])
-        return MaskedTraining({n: params[n] != 0 for n in names}, {k: v for k, v in pruning.items() if k != "tensors"})
+        return MaskedTraining(
+            {n: params[n] != 0 for n in names}, {k: v for k, v in pruning.items() if k != "tensors"}
+        )
     return None
 
 
@@ -388,7 +426,10 @@ def training_pruner(tc, params: dict, init_meta: dict | None = None, step: int =
 
 def _bitmask_encode(a: np.ndarray):
     mask = a != 0  # -0.0 counts as 0 and decodes as +0.0 (equal, as np.array_equal sees it)
-    return {"mask": np.packbits(mask.ravel()), "values": a[mask]}, {"shape": list(a.shape), "dtype": a.dtype.str}
+    return {"mask": np.packbits(mask.ravel()), "values": a[mask]}, {
+        "shape": list(a.shape),
+        "dtype": a.dtype.str,
+    }
 
 
 def _bitmask_decode(parts, info):
@@ -410,7 +451,9 @@ def _nm_encode(a: np.ndarray, n: int = 2, m: int = 4):
     if ((groups != 0).sum(axis=1) > n).any():
         raise ValueError(f"nm codec: the tensor is not {n}:{m} sparse (a group has more than {n} nonzeros)")
     # the nonzeros first (in position order), zeros after; keep n positions, ascending
-    idx = np.sort(np.argsort(groups == 0, axis=1, kind="stable")[:, :n], axis=1).astype(np.uint8)  # (G, n, d_out)
+    idx = np.sort(np.argsort(groups == 0, axis=1, kind="stable")[:, :n], axis=1).astype(
+        np.uint8
+    )  # (G, n, d_out)
     values = np.take_along_axis(groups, idx.astype(np.intp), axis=1)
     bits = max(1, math.ceil(math.log2(m)))
     idx_bits = np.unpackbits(idx[..., None], axis=-1)[..., 8 - bits :]  # (G, n, d_out, bits), MSB first
@@ -480,14 +523,34 @@ def report(params: dict, names, encoded: dict) -> dict:
     for name in names:
         a = params[name]
         enc = encoded.get(name)
-        rows.append(TensorReport(name, tuple(a.shape), int(a.size - np.count_nonzero(a)), int(a.size),
-                                 enc.codec if enc else "dense", int(a.nbytes), enc.nbytes() if enc else int(a.nbytes)))
+        rows.append(
+            TensorReport(
+                name,
+                tuple(a.shape),
+                int(a.size - np.count_nonzero(a)),
+                int(a.size),
+                enc.codec if enc else "dense",
+                int(a.nbytes),
+                enc.nbytes() if enc else int(a.nbytes),
+            )
+        )
     total = sum(int(a.size) for a in params.values())
     zeros = sum(int(a.size - np.count_nonzero(a)) for a in params.values())
     pruned_size = sum(r.size for r in rows)
     return {
-        "tensors": [dict(name=r.name, shape=list(r.shape), sparsity=r.sparsity, zeros=r.zeros, size=r.size,
-                         codec=r.codec, bytes_dense=r.nbytes_dense, bytes_stored=r.nbytes_stored) for r in rows],
+        "tensors": [
+            dict(
+                name=r.name,
+                shape=list(r.shape),
+                sparsity=r.sparsity,
+                zeros=r.zeros,
+                size=r.size,
+                codec=r.codec,
+                bytes_dense=r.nbytes_dense,
+                bytes_stored=r.nbytes_stored,
+            )
+            for r in rows
+        ],
         "params": total,
         "nonzero_params": total - zeros,
         "sparsity_total": zeros / total if total else 0.0,
@@ -502,10 +565,17 @@ def report(params: dict, names, encoded: dict) -> dict:
 def format_report(rep: dict) -> str:
     lines = [f"{'tensor':28s} {'shape':>12s} {'sparsity':>9s} {'codec':>8s} {'bytes':>10s} {'stored':>10s}"]
     for r in rep["tensors"]:
-        lines.append(f"{r['name']:28s} {'x'.join(map(str, r['shape'])):>12s} {r['sparsity']:9.1%} "
-                     f"{r['codec']:>8s} {r['bytes_dense']:10,d} {r['bytes_stored']:10,d}")
-    lines.append(f"parameters {rep['params']:,} ({rep['nonzero_params']:,} nonzero, total sparsity "
-                 f"{rep['sparsity_total']:.1%}); tensor bytes {rep['tensor_bytes_dense']:,} -> {rep['tensor_bytes_stored']:,}")
+        lines.append(
+            f"{r['name']:28s} {'x'.join(map(str, r['shape'])):>12s} {r['sparsity']:9.1%} "
+            f"{r['codec']:>8s} {r['bytes_dense']:10,d} {r['bytes_stored']:10,d}"
+        )
+    lines.append(
+        f"parameters {rep['params']:,} ({rep['nonzero_params']:,} nonzero, total sparsity "
+        f"{rep['sparsity_total']:.1%}); tensor bytes {rep['tensor_bytes_dense']:,} -> "
+        f"{rep['tensor_bytes_stored']:,}"
+    )
     if rep.get("emptied_tensors"):
-        lines.append(f"warning: every weight of {', '.join(rep['emptied_tensors'])} was pruned (layer collapse)")
+        lines.append(
+            f"warning: every weight of {', '.join(rep['emptied_tensors'])} was pruned (layer collapse)"
+        )
     return "\n".join(lines)

@@ -93,9 +93,21 @@ def finetune(ckpt_path, data: str, iters: int, lr: float, batch_size: int = 12, 
     from ..train import RESUME_NAME, TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
-        tc = TrainConfig(out_dir=tmp, data=data, init_from=str(ckpt_path), max_iters=iters, learning_rate=lr,
-                         min_lr=lr / 10, warmup_iters=0, lr_decay_iters=iters, batch_size=batch_size, seed=seed,
-                         eval_interval=max(iters, 1), eval_iters=1, log_interval=max(iters, 1))
+        tc = TrainConfig(
+            out_dir=tmp,
+            data=data,
+            init_from=str(ckpt_path),
+            max_iters=iters,
+            learning_rate=lr,
+            min_lr=lr / 10,
+            warmup_iters=0,
+            lr_decay_iters=iters,
+            batch_size=batch_size,
+            seed=seed,
+            eval_interval=max(iters, 1),
+            eval_iters=1,
+            log_interval=max(iters, 1),
+        )
         train(tc, {}, quiet=True)
         return load_checkpoint(Path(tmp) / RESUME_NAME).params  # the final weights (ckpt is best-val)
 
@@ -115,16 +127,28 @@ def run_prune(s: PruneSettings, say=print) -> dict:
     config, params = ck.config, {k: v.copy() for k, v in ck.params.items()}
     dense_bytes = Path(s.ckpt).stat().st_size
     windows = _val_windows(s, ck)
-    result = {"method": s.method, "ckpt": s.ckpt, "out": s.out, "params_before": int(sum(a.size for a in params.values()))}
+    result = {
+        "method": s.method,
+        "ckpt": s.ckpt,
+        "out": s.out,
+        "params_before": int(sum(a.size for a in params.values())),
+    }
     if windows is not None:
         result["val_loss_before"] = windows_loss(config, params, windows)
     calib = _calib(s, ck)
     nm = None
     if s.method in structured.KINDS:
-        config, params, drop = structured.prune_structured(config, params, s.method, s.sparsity, s.score, s.scope, calib)
+        config, params, drop = structured.prune_structured(
+            config, params, s.method, s.sparsity, s.score, s.scope, calib
+        )
         names = []
-        info = {"method": s.method, "sparsity": s.sparsity, "score": s.score, "scope": s.scope,
-                "removed": {str(i): [int(u) for u in d] for i, d in drop.items()}}
+        info = {
+            "method": s.method,
+            "sparsity": s.sparsity,
+            "score": s.score,
+            "scope": s.scope,
+            "removed": {str(i): [int(u) for u in d] for i, d in drop.items()},
+        }
     else:
         names = _names(s, config, params)
         if s.method == "nm":
@@ -132,8 +156,12 @@ def run_prune(s: PruneSettings, say=print) -> dict:
         if s.method == "wanda" and calib is None:
             raise InputError("wanda needs calibration data: give --calib-data PATH (e.g. the training text)")
         prune.prune_params(config, params, s.method, s.sparsity, names, s.scope, s.n, s.m, calib, s.seed)
-        info = {"method": s.method, "sparsity": s.sparsity if s.method != "nm" else 1 - s.n / s.m, "scope": s.scope,
-                "tensors": names}
+        info = {
+            "method": s.method,
+            "sparsity": s.sparsity if s.method != "nm" else 1 - s.n / s.m,
+            "scope": s.scope,
+            "tensors": names,
+        }
         if nm:
             info.update(n=s.n, m=s.m)
     meta = dict(ck.meta, pruning=info)
@@ -152,8 +180,13 @@ def run_prune(s: PruneSettings, say=print) -> dict:
     encoded = prune.encode_sparse(params, names, nm)
     save_checkpoint(s.out, config, params, ck.tokenizer, meta, encoded=encoded)
     rep = prune.report(params, names, encoded)
-    result.update(rep, params_after=rep["params"], file_bytes_before=dense_bytes, file_bytes_after=Path(s.out).stat().st_size,
-                  config=config.to_dict())
+    result.update(
+        rep,
+        params_after=rep["params"],
+        file_bytes_before=dense_bytes,
+        file_bytes_after=Path(s.out).stat().st_size,
+        config=config.to_dict(),
+    )
     result["file_ratio"] = result["file_bytes_after"] / dense_bytes
     if windows is not None:
         result["eval"] = f"{len(windows)} val windows of {config.block_size + 1} tokens, evenly spaced"
@@ -163,10 +196,14 @@ def run_prune(s: PruneSettings, say=print) -> dict:
 def format_result(r: dict) -> str:
     lines = [prune.format_report(r)] if r["tensors"] else []
     if r["params_after"] != r["params_before"]:
-        lines.append(f"parameters {r['params_before']:,} -> {r['params_after']:,} (structured: "
-                     f"head_counts {r['config'].get('head_counts')}, mlp_widths {r['config'].get('mlp_widths')})")
-    lines.append(f"file {r['ckpt']}: {r['file_bytes_before']:,} bytes -> {r['out']}: {r['file_bytes_after']:,} bytes "
-                 f"({r['file_ratio']:.2f}x)")
+        lines.append(
+            f"parameters {r['params_before']:,} -> {r['params_after']:,} (structured: "
+            f"head_counts {r['config'].get('head_counts')}, mlp_widths {r['config'].get('mlp_widths')})"
+        )
+    lines.append(
+        f"file {r['ckpt']}: {r['file_bytes_before']:,} bytes -> {r['out']}: {r['file_bytes_after']:,} bytes "
+        f"({r['file_ratio']:.2f}x)"
+    )
     if "val_loss_before" in r:
         losses = f"val loss {r['val_loss_before']:.4f} dense -> {r['val_loss_pruned']:.4f} pruned"
         if "val_loss_finetuned" in r:
@@ -199,8 +236,10 @@ def sensitivity(config: GPTConfig, params: dict, names, sparsities, windows: np.
 
 def format_sensitivity(r: dict) -> str:
     sp = r["sparsities"]
-    lines = [f"val loss increase when one tensor alone is pruned (dense {r['base']:.4f})",
-             f"{'tensor':28s}" + "".join(f"{s:>9.0%}" for s in sp)]
+    lines = [
+        f"val loss increase when one tensor alone is pruned (dense {r['base']:.4f})",
+        f"{'tensor':28s}" + "".join(f"{s:>9.0%}" for s in sp),
+    ]
     by_tensor = {}
     for row in r["rows"]:
         by_tensor.setdefault(row["tensor"], []).append(row["delta"])
@@ -217,7 +256,9 @@ def plot_sensitivity(r: dict, path) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise InputError("--plot needs matplotlib (pip install matplotlib); the table above has the same numbers") from None
+        raise InputError(
+            "--plot needs matplotlib (pip install matplotlib); the table above has the same numbers"
+        ) from None
     by_tensor = {}
     for row in r["rows"]:
         by_tensor.setdefault(row["tensor"], []).append((row["sparsity"], row["delta"]))
@@ -238,7 +279,9 @@ def run_sensitivity(s: PruneSettings, sparsities, plot=None) -> dict:
     if not s.data:
         raise InputError("sensitivity needs --data PATH: the text whose val split measures the loss")
     ck = load_checkpoint(s.ckpt)
-    r = sensitivity(ck.config, dict(ck.params), _names(s, ck.config, ck.params), sparsities, _val_windows(s, ck))
+    r = sensitivity(
+        ck.config, dict(ck.params), _names(s, ck.config, ck.params), sparsities, _val_windows(s, ck)
+    )
     r["eval"] = f"{s.eval_windows} val windows (at most) of {ck.config.block_size + 1} tokens, evenly spaced"
     if plot:
         r["plot"] = plot_sensitivity(r, plot)

@@ -54,6 +54,7 @@ def head_rows(config: GPTConfig, heads) -> np.ndarray:
 
 def norm_scores(config: GPTConfig, params: dict, kind: str) -> list[np.ndarray]:
     """Per layer, the L2 norm of each unit's weights: [(NH_i,) or (F_i,)]."""
+
     def sq(name, axis):
         a = params.get(name)
         return 0.0 if a is None else np.sum(np.asarray(a, dtype=np.float64) ** 2, axis=axis)
@@ -69,9 +70,14 @@ def norm_scores(config: GPTConfig, params: dict, kind: str) -> list[np.ndarray]:
             NH, hs, C = config.layer_heads(i), config.head_size, config.n_embd
             W = np.asarray(params[p + "attn.c_attn.weight"], dtype=np.float64).reshape(C, 3, NH, hs)
             s = np.sum(W**2, axis=(0, 1, 3)) + np.sum(
-                np.asarray(params[p + "attn.c_proj.weight"], dtype=np.float64).reshape(NH, hs, C) ** 2, axis=(1, 2))
+                np.asarray(params[p + "attn.c_proj.weight"], dtype=np.float64).reshape(NH, hs, C) ** 2,
+                axis=(1, 2),
+            )
             if P(p + "attn.c_attn.bias") is not None:
-                s = s + np.sum(np.asarray(P(p + "attn.c_attn.bias"), dtype=np.float64).reshape(3, NH, hs) ** 2, axis=(0, 2))
+                s = s + np.sum(
+                    np.asarray(P(p + "attn.c_attn.bias"), dtype=np.float64).reshape(3, NH, hs) ** 2,
+                    axis=(0, 2),
+                )
         out.append(np.sqrt(s))
     return out
 
@@ -94,7 +100,10 @@ def mask_units(config: GPTConfig, params: dict, kind: str, drop: dict) -> dict:
 
 def calib_loss(config: GPTConfig, params: dict, calib: np.ndarray) -> float:
     """Mean next-token loss over calibration windows calib (N, T + 1)."""
-    losses = [gpt_forward(config, params, calib[s : s + 8, :-1], calib[s : s + 8, 1:])[1] for s in range(0, len(calib), 8)]
+    losses = [
+        gpt_forward(config, params, calib[s : s + 8, :-1], calib[s : s + 8, 1:])[1]
+        for s in range(0, len(calib), 8)
+    ]
     return float(np.mean(losses))
 
 
@@ -104,8 +113,15 @@ def loss_scores(config: GPTConfig, params: dict, kind: str, calib) -> list[np.nd
     if calib is None or np.size(calib) == 0:
         raise InputError("ranking by measured loss needs calibration data: give --calib-data PATH")
     base = calib_loss(config, params, calib)
-    return [np.array([calib_loss(config, mask_units(config, params, kind, {i: [u]}), calib) - base
-                      for u in range(_units(config, kind, i))]) for i in range(config.n_layer)]
+    return [
+        np.array(
+            [
+                calib_loss(config, mask_units(config, params, kind, {i: [u]}), calib) - base
+                for u in range(_units(config, kind, i))
+            ]
+        )
+        for i in range(config.n_layer)
+    ]
 
 
 def select_drop(scores: list, sparsity: float, scope: str = "tensor") -> dict:
@@ -113,7 +129,10 @@ def select_drop(scores: list, sparsity: float, scope: str = "tensor") -> dict:
     total) over all layers; InputError if a layer would lose every unit."""
     check_sparsity(sparsity)
     if scope == "tensor":
-        drop = {i: np.sort(np.argsort(s, kind="stable")[: n_to_prune(sparsity, s.size)]) for i, s in enumerate(scores)}
+        drop = {
+            i: np.sort(np.argsort(s, kind="stable")[: n_to_prune(sparsity, s.size)])
+            for i, s in enumerate(scores)
+        }
     elif scope == "global":
         flat = np.concatenate(scores)
         layer_of = np.concatenate([np.full(s.size, i) for i, s in enumerate(scores)])
@@ -124,7 +143,9 @@ def select_drop(scores: list, sparsity: float, scope: str = "tensor") -> dict:
         raise InputError(f"scope must be tensor or global, got {scope!r}")
     for i, s in enumerate(scores):
         if len(drop[i]) >= s.size:
-            raise InputError(f"sparsity {sparsity} would remove every unit of layer {i}; every layer keeps at least one")
+            raise InputError(
+                f"sparsity {sparsity} would remove every unit of layer {i}; every layer keeps at least one"
+            )
     return drop
 
 
@@ -139,11 +160,18 @@ def remove_units(config: GPTConfig, params: dict, kind: str, drop: dict) -> tupl
         keep = np.setdiff1d(np.arange(counts[i]), np.asarray(units, dtype=np.intp))  # sorted: original order
         p = f"h.{i}."
         if kind == "neurons":
-            sel = {"mlp.c_fc.weight": (slice(None), keep), "mlp.c_fc.bias": (keep,), "mlp.c_proj.weight": (keep,)}
+            sel = {
+                "mlp.c_fc.weight": (slice(None), keep),
+                "mlp.c_fc.bias": (keep,),
+                "mlp.c_proj.weight": (keep,),
+            }
         else:
             cols = head_columns(config, i, keep)
-            sel = {"attn.c_attn.weight": (slice(None), cols), "attn.c_attn.bias": (cols,),
-                   "attn.c_proj.weight": (head_rows(config, keep),)}
+            sel = {
+                "attn.c_attn.weight": (slice(None), cols),
+                "attn.c_attn.bias": (cols,),
+                "attn.c_proj.weight": (head_rows(config, keep),),
+            }
         for name, index in sel.items():
             if p + name in params:
                 params[p + name] = np.ascontiguousarray(params[p + name][index])
@@ -152,8 +180,15 @@ def remove_units(config: GPTConfig, params: dict, kind: str, drop: dict) -> tupl
     return config.replace(**{field: tuple(counts)}), params
 
 
-def prune_structured(config: GPTConfig, params: dict, kind: str, sparsity: float, score: str = "norm",
-                     scope: str = "tensor", calib=None) -> tuple[GPTConfig, dict, dict]:
+def prune_structured(
+    config: GPTConfig,
+    params: dict,
+    kind: str,
+    sparsity: float,
+    score: str = "norm",
+    scope: str = "tensor",
+    calib=None,
+) -> tuple[GPTConfig, dict, dict]:
     """Remove a fraction of the neurons or heads: (new config, new params, {layer: removed})."""
     if kind not in KINDS:
         raise InputError(f"structured pruning removes neurons or heads, not {kind!r}")
