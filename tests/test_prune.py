@@ -392,3 +392,28 @@ def test_bad_input_is_a_clear_error(call, message):
     config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
     with pytest.raises(InputError, match=message):
         call(init_params(config, seed=0), config)
+
+
+def test_gradual_masks_change_only_every_dt_and_only_grow():
+    """Masks are recomputed after updates start + k * dt (and at end), to round(s_t * n) zeros,
+    each mask a subset of the one before; in between they stay as they are."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    params = {"w": rng.normal(size=(16, 8)).astype(np.float32)}
+    opt = SimpleNamespace(m={"w": np.ones((16, 8), np.float32)}, v={"w": np.ones((16, 8), np.float32)})
+    g = prune.GradualPruning(params, ["w"], 0.8, start=2, end=13, every=4)
+    previous, changed = g.masks["w"].copy(), []
+    for t in range(1, 20):
+        params["w"] += rng.normal(size=(16, 8)).astype(np.float32) * 0.01  # training moves the kept weights
+        g.after_step(t, params, opt)
+        mask = g.masks["w"]
+        if not np.array_equal(mask, previous):
+            changed.append(t)
+        assert not (mask & ~previous).any()  # only grows
+        last = max([u for u in (6, 10, 13) if u <= t], default=None)
+        expected = 0 if last is None else round(prune.cubic_sparsity(last, 0.8, 2, 13) * 128)
+        assert (params["w"] == 0).sum() == expected and (opt.m["w"] == 0).sum() == expected
+        previous = mask.copy()
+    assert changed == [6, 10, 13]
+    assert not g.ready(12) and g.ready(13)
