@@ -1,4 +1,4 @@
-"""The `minigpt` command: train, distill, sample, eval, data, bench, reference.
+"""The `minigpt` command: train, distill, sample, eval, data, bench, reference, assignment.
 
 Contract (scripts rely on it):
 - every GPTConfig and TrainConfig field is a flag of the same name with dashes (--n-layer,
@@ -103,6 +103,7 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
 
     add_reference_parser(sub)
+    add_assignment_parser(sub)
     add_prune_parser(sub)
     return parser
 
@@ -192,6 +193,26 @@ def add_reference_parser(sub):
     p.add_argument("--state", default=None, metavar="STATE.bin", help="the llm.c debug state to write")
 
 
+def add_assignment_parser(sub):
+    """`minigpt assignment list|make|grade`: the course kit (minigpt/course, docs/instructors.md)."""
+    asg = sub.add_parser("assignment", help="course assignments cut out of minigpt: list, make a student copy, grade")
+    asub = asg.add_subparsers(dest="assignment_command", parser_class=Parser, metavar="ACTION", required=True)
+    p = asub.add_parser("list", help="the assignments, their parts, regions and points")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p = asub.add_parser("make", help="write a student copy: the package with the assignment's regions stubbed, "
+                        "its grading tests and a README")
+    p.add_argument("name", metavar="NAME", help="an assignment's name or number (minigpt assignment list)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new or empty directory")
+    p.add_argument("--hidden-tests", default=None, metavar="DIR",
+                   help="test_<part>*.py files kept out of the copy; checked to pass on the reference solution")
+    p = asub.add_parser("grade", help="grade a student copy, each part in its own subprocess: a score table")
+    p.add_argument("dir", metavar="DIR", help="a student copy made by `minigpt assignment make`")
+    p.add_argument("--hidden-tests", default=None, metavar="DIR", help="extra test_<part>*.py files to grade with")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per part before it scores 0 (default 120)")
+    p.add_argument("--jobs", type=int, default=1, help="parts graded at the same time (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -212,6 +233,8 @@ def cmd_train(args) -> int:
         model_config = model_given if tc.init_from else {**model_preset, **model_given}
     log_stream = sys.stderr if args.json else sys.stdout
     summary = train(tc, model_config, stream=log_stream)
+    if summary.get("rank", 0) != 0:  # --data-parallel: rank 0 alone reports
+        return 130 if summary["interrupted"] else 0
     if args.json:
         print(json.dumps(summary))
     else:
@@ -239,6 +262,8 @@ def cmd_distill(args) -> int:
         student_base = preset(args.student_preset)[0] if args.student_preset else None
     log_stream = sys.stderr if args.json else sys.stdout
     summary = distill(tc, dc, model_given, student_base, stream=log_stream)
+    if summary.get("rank", 0) != 0:  # --data-parallel: rank 0 alone reports
+        return 130 if summary["interrupted"] else 0
     if args.json:
         print(json.dumps(summary))
     else:
@@ -411,8 +436,25 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def cmd_assignment(args) -> int:
+    from .course import kit
+
+    action = args.assignment_command
+    if action == "list":
+        listing = kit.list_assignments()
+        print(json.dumps(listing) if args.json else kit.format_list(listing))
+    elif action == "make":
+        manifest = kit.make(args.name, args.out, args.hidden_tests)
+        print(f"wrote a student copy of assignment {manifest['number']} {manifest['assignment']} to {args.out} "
+              f"({len(manifest['parts'])} parts, {manifest['max_points']} points)", file=sys.stderr)
+    else:
+        result = kit.grade(args.dir, args.hidden_tests, args.timeout, args.jobs)
+        print(json.dumps(result) if args.json else kit.format_score(result))
+    return 0
+
+
 COMMANDS = {"prune": cmd_prune, "train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
-            "reference": cmd_reference}
+            "reference": cmd_reference, "assignment": cmd_assignment}
 
 
 def main(argv=None) -> int:

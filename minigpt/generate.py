@@ -35,7 +35,8 @@ class KVCache:
     NH_i is config.layer_heads(i): n_head unless structured pruning removed heads."""
 
     def __init__(self, config: GPTConfig, batch_size: int, dtype):
-        self.n_heads = [config.layer_heads(i) for i in range(config.n_layer)]
+        self.n_head = config.n_head  # the config's head count (course/graders use it)
+        self.n_heads = [config.layer_heads(i) for i in range(config.n_layer)]  # per layer: NH_i
         shapes = [(batch_size, nh, config.block_size, config.head_size) for nh in self.n_heads]
         self.k = [np.zeros(shape, dtype=dtype) for shape in shapes]
         self.v = [np.zeros(shape, dtype=dtype) for shape in shapes]
@@ -98,6 +99,8 @@ def generate(config: GPTConfig, params, prompt_ids, max_new_tokens: int, tempera
 
     def logits_next():
         """Logits (V,) for the token after `tokens`."""
+        # BEGIN SOLUTION generate_step
+        # HINT: a cache holding 0 < length < maxT positions needs only the newest token; else reset, feed tokens[-maxT:]
         if kv is not None and 0 < kv.length < maxT:
             new = np.array([tokens[-1:]])  # (1, 1): only the newest token is not cached yet
         else:
@@ -106,6 +109,7 @@ def generate(config: GPTConfig, params, prompt_ids, max_new_tokens: int, tempera
             new = np.array([tokens[-maxT:]])  # (1, T <= maxT): the context, cropped to block_size
         logits, _, _ = gpt_forward(config, params, new, kv=kv)
         return logits[0, -1]
+        # END SOLUTION
 
     for _ in range(max_new_tokens):
         p = next_token_probs(logits_next(), temperature, top_k, top_p)

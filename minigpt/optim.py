@@ -48,6 +48,8 @@ def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decay):
     t : the step number, counted from 1, for the bias corrections
     decay : whether weight decay applies to this parameter
     """
+    # BEGIN SOLUTION adamw_update
+    # HINT: in place (p -= ..., never p = ...), in the docstring's order: decay, moments, step
     bias_correction1 = 1.0 - beta1**t
     bias_correction2_sqrt = math.sqrt(1.0 - beta2**t)
     if decay and weight_decay != 0.0:
@@ -58,6 +60,7 @@ def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t, decay):
     v += (1.0 - beta2) * (g * g)
     denom = np.sqrt(v) / bias_correction2_sqrt + eps
     p -= (lr / bias_correction1) * (m / denom)
+    # END SOLUTION
 
 
 def sum_of_squares(g) -> float:
@@ -84,6 +87,8 @@ def clip_grad_norm(grads: dict, max_norm: float) -> float:
 
 def get_lr(it: int, learning_rate: float, warmup_iters: int, lr_decay_iters: int, min_lr: float) -> float:
     """nanoGPT's schedule for step it (0-based)."""
+    # BEGIN SOLUTION get_lr
+    # HINT: warmup learning_rate * (it + 1) / (warmup_iters + 1); min_lr after lr_decay_iters; cosine between
     if it < warmup_iters:  # 1) linear warmup to learning_rate
         return learning_rate * (it + 1) / (warmup_iters + 1)
     if it > lr_decay_iters:  # 2) after the decay, hold min_lr
@@ -92,3 +97,4 @@ def get_lr(it: int, learning_rate: float, warmup_iters: int, lr_decay_iters: int
     decay_ratio = (it - warmup_iters) / max(lr_decay_iters - warmup_iters, 1)
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # goes 1 -> 0
     return min_lr + coeff * (learning_rate - min_lr)
+    # END SOLUTION

@@ -85,6 +85,8 @@ class TrainConfig:
     log_interval: int = 10
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
     resume: bool = False  # continue out_dir's run from resume.safetensors
+    data_parallel: bool = False  # under `mpiexec -n R`: R ranks split each global batch (minigpt/parallel.py)
+    collective_timeout: float = 600.0  # data-parallel: seconds a rank waits for the others before aborting
     # gradual magnitude pruning (compress/prune.py): sparsity 0 -> prune_to on Zhu & Gupta's cubic
     # schedule between updates prune_start and prune_end, masks updated every prune_every updates
     prune_to: float = 0.0  # final sparsity of the attention and MLP weights, in [0, 1); 0: no pruning
@@ -106,6 +108,9 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise InputError(f"{name} must be a number >= 0, got {v!r}")
+        if isinstance(self.collective_timeout, bool) or not isinstance(self.collective_timeout, (int, float)) \
+                or not self.collective_timeout > 0 or not math.isfinite(self.collective_timeout):
+            raise InputError(f"collective_timeout must be a number of seconds > 0, got {self.collective_timeout!r}")
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
@@ -323,15 +328,21 @@ def _load_extra_state(path: Path, extra: dict, optimizer: AdamW, step: int):
 
 
 def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet: bool = False,
-          objective: Objective | None = None) -> dict:
+          objective: Objective | None = None, dp=None) -> dict:
     """Train a model and return a summary dict (final losses, timings, paths).
 
     model_config: GPTConfig fields for a new model (vocab_size defaults to the data's). With
     tc.resume or tc.init_from the model comes from the checkpoint, and any field given here must
     agree with it (dropout may change). objective: what each step minimizes (default: the
-    model's cross-entropy, `Objective()`)."""
+    model's cross-entropy, `Objective()`). dp: this rank of a data-parallel run (parallel.py
+    starts it when tc.data_parallel; every `dp` line below is a hook of that mode)."""
     from .compress.prune import training_pruner
 
+    if tc.data_parallel and dp is None:
+        from .parallel import run_data_parallel
+
+        return run_data_parallel(train, tc, model_config, stream, quiet, objective)
+    is_root = dp is None or dp.is_root  # data-parallel: only rank 0 logs, evaluates and writes files
     stream = stream or sys.stdout
     objective = objective or Objective()
     model_config = dict(model_config or {})
@@ -354,7 +365,8 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
         if objective.extra:
             _load_extra_state(out_dir / RESUME_EXTRA_NAME, objective.extra, optimizer, ck.meta["step"])
         step, evaluated, best_val = ck.meta["step"], ck.meta["evaluated"], ck.meta["best_val_loss"]
-        prune_metrics(out_dir / METRICS_NAME, step, evaluated)
+        if is_root:
+            prune_metrics(out_dir / METRICS_NAME, step, evaluated)
     else:
         if tc.init_from:
             ck = load_checkpoint(tc.init_from)
@@ -370,11 +382,15 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
             params = objective.init_params(config, tc.seed, tc.dtype)
         objective.prepare(config, tokenizer, tc.seed, np.dtype(tc.dtype))
         optimizer = AdamW({**params, **objective.extra}, tc.beta1, tc.beta2, ADAM_EPS, tc.weight_decay)
-        (out_dir / METRICS_NAME).unlink(missing_ok=True)  # a new run starts a new log
+        if is_root:
+            (out_dir / METRICS_NAME).unlink(missing_ok=True)  # a new run starts a new log
 
+    trainable = {**params, **objective.extra}  # the same arrays: AdamW updates them in place
+    if dp is not None:  # every rank starts from rank 0's state
+        shared = dp.broadcast_state(trainable, optimizer, {"step": step, "evaluated": evaluated, "best_val": best_val})
+        step, evaluated, best_val = shared["step"], shared["evaluated"], shared["best_val"]
     # pruning (compress/prune.py): gradual (--prune-to), or the zeros of a pruned checkpoint kept at 0
     pruner = training_pruner(tc, params, ck.meta if (tc.resume or tc.init_from) else None, step)
-    trainable = {**params, **objective.extra}  # the same arrays: AdamW updates them in place
     ids = tokenizer.encode(text)  # with --init-from, new text must use the checkpoint's characters
     train_ids, val_ids = split(ids, config.block_size)
     B, T, accum = tc.batch_size, config.block_size, tc.gradient_accumulation_steps
@@ -397,7 +413,12 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
         return (f"{what} at iter {at}; stopped without saving. The last good checkpoint ({last}) is intact in "
                 f"{out_dir}; try a lower --learning-rate (now {tc.learning_rate}) or a smaller --grad-clip")
 
-    reporter = Reporter(out_dir / METRICS_NAME, stream, tc.max_iters, min(step, tc.max_iters), quiet)
+    if is_root:
+        reporter = Reporter(out_dir / METRICS_NAME, stream, tc.max_iters, min(step, tc.max_iters), quiet)
+    else:
+        from .parallel import SilentReporter
+
+        reporter = SilentReporter()
     if pruner and tc.prune_to > 0 and tc.prune_end > tc.max_iters:
         reporter.say(f"note: --prune-end {tc.prune_end} is after --max-iters {tc.max_iters}: this run stops before "
                      f"sparsity {tc.prune_to} and writes no best checkpoint (continue it with --resume --max-iters)")
@@ -408,8 +429,17 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
     step_ms, last_eval, saved_step, interrupted = [], {}, None, False
     try:
         with GracefulInterrupt(reporter.say) as interrupt:
+            if dp is not None:  # stop on a Ctrl-C only when every rank knows of it (after an Allreduce)
+                from .parallel import SyncedInterrupt
+
+                interrupt = dp.interrupt = SyncedInterrupt(interrupt)
             while True:
                 if not evaluated and (step % tc.eval_interval == 0 or step == tc.max_iters) and not interrupt.requested:
+                    if dp is not None:
+                        dp.check_in_sync(trainable, step)
+                    if not is_root:
+                        evaluated, saved_step = True, step
+                        continue
                     rng = step_rng(tc.seed, step, STREAM_EVAL)
                     train_loss = estimate_loss(config, params, train_ids, B, T, tc.eval_iters, rng)
                     val_loss = estimate_loss(config, params, val_ids, B, T, tc.eval_iters, rng)
@@ -433,19 +463,26 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                 if tc.decay_lr:
                     lr = get_lr(step, tc.learning_rate, tc.warmup_iters, tc.lr_decay_iters, tc.min_lr)
                 batch_rng, dropout_rng = step_rng(tc.seed, step, STREAM_BATCH), step_rng(tc.seed, step, STREAM_DROPOUT)
+                if dp is not None and not is_root:  # its own dropout masks (rank 0 draws the single-process ones)
+                    dropout_rng = np.random.default_rng([tc.seed, step, STREAM_DROPOUT, dp.rank])
                 loss, grads, logs = 0.0, None, {}
                 for _ in range(accum):
                     x, y = get_batch(train_ids, B, T, batch_rng)
+                    share = 1.0
+                    if dp is not None:  # this rank's rows of the global batch, and its share n_r / N of the targets
+                        x, y, share = dp.shard(x, y)
                     # the mean over micro-batches: each one's gradients are scaled by 1 / accum
                     micro_loss, micro_grads, micro_logs = objective.loss_and_grads(
-                        config, params, x, y, dropout_rng, 1.0 / accum)
+                        config, params, x, y, dropout_rng, share / accum)
                     grads = micro_grads if grads is None else {n: grads[n] + g for n, g in micro_grads.items()}
-                    loss += micro_loss / accum
+                    loss += share * micro_loss / accum
                     for k, val in micro_logs.items():
-                        logs[k] = logs.get(k, 0.0) + val / accum
+                        logs[k] = logs.get(k, 0.0) + share * val / accum
+                if dp is not None:  # ONE Allreduce: the sum over ranks of the shares is the global batch's
+                    grads, loss, logs = dp.allreduce(grads, loss, logs, step)
                 if pruner:
                     pruner.mask_grads(grads)  # pruned weights get no gradient, nor a share of the clipping norm
-                norm = clip_grad_norm(grads, tc.grad_clip)
+                norm = clip_grad_norm(grads, tc.grad_clip)  # on the summed gradients: the same on every rank
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     raise TrainingError(diverged(f"the loss became {loss} (gradient norm {norm})", step))
                 optimizer.step(trainable, grads, lr)
@@ -463,11 +500,11 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                 step += 1
                 evaluated = False
                 reporter.bar.update(1)
-            if saved_step != step:
+            if saved_step != step and is_root:
                 save_state()
     finally:
         reporter.close()
-    if interrupted:
+    if interrupted and is_root:
         print(f"interrupted at iter {step}: state saved to {state_path}; continue with --resume", file=sys.stderr)
     return {
         "iter": step,

@@ -127,6 +127,8 @@ def soft_loss_forward(student_logits, teacher_logits, temperature: float, target
     logq = log_softmax(student_logits / T)  # (B, T, V), the student
     logp = log_softmax(teacher_logits / T)  # (B, T, V), the teacher
     q, p = np.exp(logq), np.exp(logp)
+    # BEGIN SOLUTION soft_loss_rows
+    # HINT: rows (B, T) = the divergence summed over V, from logp, logq, p, q; js also sets logm (log of (p + q) / 2)
     logm = None
     if divergence == "kl":
         rows = np.sum(p * (logp - logq), axis=-1)  # (B, T)
@@ -137,6 +139,7 @@ def soft_loss_forward(student_logits, teacher_logits, temperature: float, target
         # with expm1/log1p so that p == q gives log m == log p exactly (and a JS of exactly 0)
         logm = np.maximum(logp, logq) + np.log1p(np.expm1(-np.abs(logp - logq)) / 2)
         rows = 0.5 * np.sum(p * (logp - logm) + q * (logq - logm), axis=-1)
+    # END SOLUTION
     rows = np.maximum(rows, 0.0)
     loss = float(T * T * rows[mask].sum() / max(n, 1))
     return loss, (divergence, T, mask, n, logq, logp, q, p, logm, rows)
@@ -154,6 +157,8 @@ def soft_loss_backward(cache, dloss: float = 1.0):
     The teacher gets no gradient: it is fixed.
     """
     divergence, T, mask, n, logq, logp, q, p, logm, rows = cache
+    # BEGIN SOLUTION soft_loss_dz
+    # HINT: dz = d(divergence of the row) / d(student logits / T), per position, as the docstring's three formulas
     if divergence == "kl":
         dz = q - p
     elif divergence == "reverse_kl":
@@ -161,6 +166,7 @@ def soft_loss_backward(cache, dloss: float = 1.0):
     else:
         g = 0.5 * (logq - logm)
         dz = q * (g - np.sum(q * g, axis=-1, keepdims=True))
+    # END SOLUTION
     scale = (mask[..., None] * (T * dloss / max(n, 1))).astype(q.dtype)
     return dz * scale
 

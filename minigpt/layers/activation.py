@@ -27,8 +27,11 @@ def gelu_backward(dout, cache):
     """dx = dout * gelu'(x), where with u = sqrt(2/pi) (x + 0.044715 x^3) and t = tanh(u):
     gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)."""
     x, t = cache
+    # BEGIN SOLUTION gelu_backward
+    # HINT: product rule on 0.5 x (1 + t), with dt/dx = (1 - t^2) du/dx; then times dout
     du_dx = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x)
     dx = dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+    # END SOLUTION
     return dx
 
 

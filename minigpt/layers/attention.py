@@ -60,6 +60,8 @@ def attention_forward(qkv, n_head, dropout=0.0, rng=None):
         it: at GPT-2 sizes on a CPU the memory is affordable and the exp is not free.
     """
     B, T, C3 = qkv.shape
+    # BEGIN SOLUTION attention_forward
+    # HINT: split_heads, scores q k^T / sqrt(hs), masked_softmax with np.tri, dropout_forward, @ v
     C = C3 // 3
     hs = C // n_head
     q = split_heads(qkv[..., 0:C], n_head)  # (B, NH, T, hs)
@@ -73,6 +75,7 @@ def attention_forward(qkv, n_head, dropout=0.0, rng=None):
     y = att_d @ v  # (B, NH, T, T) x (B, NH, T, hs) -> (B, NH, T, hs)
     out = merge_heads(y)  # (B, T, C)
     return out, (q, k, v, att, att_mask)
+    # END SOLUTION
 
 
 def attention_backward(dout, cache):
@@ -95,6 +98,8 @@ def attention_backward(dout, cache):
     Masked (future) entries have att == 0, so ds is 0 there without any mask.
     """
     q, k, v, att, att_mask = cache
+    # BEGIN SOLUTION attention_backward
+    # HINT: the Notes above in order; return dq, dk, dv merged and concatenated along the last axis
     B, NH, T, hs = q.shape
     scale = 1.0 / math.sqrt(hs)
     dy = split_heads(dout, NH)  # (B, NH, T, hs)
@@ -106,6 +111,7 @@ def attention_backward(dout, cache):
     dq = (dscores @ k) * scale  # (B, NH, T, hs)
     dk = (dscores.transpose(0, 1, 3, 2) @ q) * scale  # (B, NH, T, hs)
     return np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)  # (B, T, 3C)
+    # END SOLUTION
 
 
 def attention_forward_kv(qkv, n_head, k_cache, v_cache, start):
@@ -126,6 +132,8 @@ def attention_forward_kv(qkv, n_head, k_cache, v_cache, start):
         attention_forward on the whole sequence
     """
     B, Tn, C3 = qkv.shape
+    # BEGIN SOLUTION attention_forward_kv
+    # HINT: store new k, v at [start, start + Tn); new query i sees the keys 0..start + i
     C = C3 // 3
     hs = C // n_head
     end = start + Tn
@@ -138,3 +146,4 @@ def attention_forward_kv(qkv, n_head, k_cache, v_cache, start):
     causal = np.tri(Tn, end, k=start, dtype=bool)  # new query i (position start+i) sees keys 0..start+i
     att = masked_softmax(scores, causal)
     return merge_heads(att @ v)  # (B, Tn, C)
+    # END SOLUTION

@@ -53,9 +53,12 @@ def cross_entropy_backward(cache, dloss=1.0):
         and avoids dividing by small probabilities.
     """
     probs, targets, n = cache
+    # BEGIN SOLUTION cross_entropy_backward
+    # HINT: probs - onehot(target), times dloss / max(n, 1); rows with IGNORE_INDEX targets are 0
     valid = targets != IGNORE_INDEX
     dlogits = probs.copy()
     b, t = np.nonzero(valid)
     dlogits[b, t, targets[b, t]] -= 1.0
     dlogits *= (valid[..., None] * (dloss / max(n, 1))).astype(probs.dtype)
+    # END SOLUTION
     return dlogits

@@ -54,6 +54,8 @@ def layernorm_backward(dout, cache):
     path through the variance.
     """
     xhat, w, rstd, has_bias = cache
+    # BEGIN SOLUTION layernorm_backward
+    # HINT: dw, db sum over (B, T); dxhat = dout * w; dx has three terms (direct, mean, variance)
     C = xhat.shape[-1]
     dout2 = dout.reshape(-1, C)
     dw = (dout2 * xhat.reshape(-1, C)).sum(axis=0)
@@ -64,4 +66,5 @@ def layernorm_backward(dout, cache):
         - dxhat.mean(axis=-1, keepdims=True)  # term 2: through the mean
         - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)  # term 3: through the variance
     )
+    # END SOLUTION
     return dx, dw, db

@@ -45,10 +45,13 @@ def linear_backward(dout, cache):
     db : (C_out,) or None  db = dout summed over every leading position
     """
     x, w, has_bias = cache
+    # BEGIN SOLUTION linear_backward
+    # HINT: fold (B, T) into rows; dx = dout @ w.T, dw = x.T @ dout, db = dout summed over rows (or None)
     C_in, C_out = w.shape
     x2 = x.reshape(-1, C_in)  # (B*T, C_in): fold batch and time, so each gradient is one matmul
     dout2 = dout.reshape(-1, C_out)  # (B*T, C_out)
     dx = (dout2 @ w.T).reshape(x.shape)
     dw = x2.T @ dout2
     db = dout2.sum(axis=0) if has_bias else None
+    # END SOLUTION
     return dx, dw, db
