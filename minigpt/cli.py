@@ -1,4 +1,4 @@
-"""The `minigpt` command: train, distill, sample, eval, data, bench, reference, quantize, assignment.
+"""The `minigpt` command: train, distill, sample, eval, data, bench, reference, prune, quantize, assignment.
 
 Contract (scripts rely on it):
 - every GPTConfig and TrainConfig field is a flag of the same name with dashes (--n-layer,
@@ -33,7 +33,7 @@ def add_dataclass_flags(parser, cls, skip=()):
     """One flag per field, default None so we can tell which flags were given."""
     group = parser.add_argument_group(f"{cls.__name__} fields (override the preset)")
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name in skip or f.metadata.get("cli") is False:  # e.g. GPTConfig's per-layer widths
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = FIELD_TYPES[str(f.type)]
@@ -105,8 +105,9 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
 
     add_reference_parser(sub)
-    add_assignment_parser(sub)
+    add_prune_parser(sub)
     add_quantize_parser(sub)
+    add_assignment_parser(sub)
     return parser
 
 
@@ -149,6 +150,37 @@ def add_quantize_parser(sub):
     p.add_argument("--val-batches", type=int, default=None, help="evaluate on the first N batches of 32 windows "
                    "of the val split (default: all)")
     p.add_argument("--png", default=None, help="report: also draw the loss change per tensor (needs matplotlib)")
+
+
+def add_prune_parser(sub):
+    """`minigpt prune` and `minigpt prune sensitivity` (minigpt/compress/prune_command.py)."""
+    from .compress.prune import METHODS
+
+    p = sub.add_parser("prune", help="prune a checkpoint (magnitude, random, wanda, N:M, neurons, heads) into a "
+                       "smaller file; `prune sensitivity`: per-tensor loss increase")
+    p.add_argument("action", nargs="?", choices=["sensitivity"], default=None,
+                   help="sensitivity: prune each tensor alone at --sparsities and print the val-loss increase")
+    p.add_argument("--ckpt", required=True, help="the checkpoint to prune")
+    p.add_argument("--out", default=None, help="where to write the pruned checkpoint")
+    p.add_argument("--method", choices=METHODS, default="magnitude")
+    p.add_argument("--sparsity", type=float, default=0.5, help="fraction in [0, 1) pruned; round(s*n) of n, half to even")
+    p.add_argument("--scope", choices=["tensor", "global"], default="tensor", help="rank per tensor or over all of them")
+    p.add_argument("--n", type=int, default=2, help="nm: keep N in every group of M input channels (default 2:4)")
+    p.add_argument("--m", type=int, default=4)
+    p.add_argument("--tensors", nargs="+", default=None, metavar="NAME", help="prune these tensors only")
+    p.add_argument("--include-embeddings", action="store_true", help="also prune wte and wpe")
+    p.add_argument("--include-layernorm", action="store_true", help="also prune the LayerNorm weights")
+    p.add_argument("--calib-data", default=None, metavar="PATH", help="text for calibration (wanda, --score loss)")
+    p.add_argument("--calib-seqs", type=int, default=32, help="calibration windows from its train split (default 32)")
+    p.add_argument("--score", choices=["norm", "loss"], default="norm", help="neurons/heads: rank by weight norm or "
+                   "by measured loss increase on the calibration data")
+    p.add_argument("--data", default=None, metavar="PATH", help="text for the val loss (and fine-tuning)")
+    p.add_argument("--eval-windows", type=int, default=256, help="val windows evenly spaced over the split (default 256)")
+    p.add_argument("--finetune-iters", type=int, default=0, help="fine-tune this many steps with the masks kept")
+    p.add_argument("--finetune-lr", type=float, default=3e-4, help="fine-tuning peak learning rate (cosine to 1/10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sparsities", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9], help="sensitivity grid")
+    p.add_argument("--plot", default=None, metavar="PNG", help="sensitivity: also draw the curves (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -456,6 +488,28 @@ def cmd_reference(args) -> int:
     return 0
 
 
+def cmd_prune(args) -> int:
+    from .compress import prune_command as pc
+
+    if args.eval_windows < 1 or args.calib_seqs < 1:
+        raise InputError("--eval-windows and --calib-seqs must be >= 1")
+    settings = pc.PruneSettings(
+        ckpt=args.ckpt, out=args.out, method=args.method, sparsity=args.sparsity, scope=args.scope, n=args.n, m=args.m,
+        tensors=args.tensors, include_embeddings=args.include_embeddings, include_layernorm=args.include_layernorm,
+        calib_data=args.calib_data, calib_seqs=args.calib_seqs, score=args.score, data=args.data,
+        eval_windows=args.eval_windows, finetune_iters=args.finetune_iters, finetune_lr=args.finetune_lr, seed=args.seed)
+    out = sys.stderr if args.json else sys.stdout
+    if args.action == "sensitivity":
+        result = pc.run_sensitivity(settings, args.sparsities, args.plot)
+        print(pc.format_sensitivity(result), file=out)
+    else:
+        result = pc.run_prune(settings, say=lambda line: print(line, file=out, flush=True))
+        print(pc.format_result(result), file=out)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def cmd_assignment(args) -> int:
     from .course import kit
 
@@ -562,7 +616,7 @@ def cmd_quantize(args) -> int:
     return 0
 
 
-COMMANDS = {"quantize": cmd_quantize, "train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
+COMMANDS = {"prune": cmd_prune, "quantize": cmd_quantize, "train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
             "reference": cmd_reference, "assignment": cmd_assignment}
 
 

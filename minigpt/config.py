@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import InputError
 
@@ -33,6 +33,11 @@ class GPTConfig:
     bias: bool = True  # biases in Linear and LayerNorm, as GPT-2. False: a bit better and faster (nanoGPT)
     activation: str = "gelu"  # "gelu" (tanh approximation, as GPT-2) or "relu"
     layer_norm_epsilon: float = 1e-5  # as torch.nn.LayerNorm and GPT-2
+    # Structured pruning (minigpt.compress.prune) makes layers narrower than these defaults:
+    # per-layer head counts (each head keeps hs = n_embd // n_head channels) and MLP widths.
+    # None (the default): every layer has n_head heads and an MLP of 4 * n_embd, as GPT-2.
+    head_counts: tuple[int, ...] | None = field(default=None, metadata={"cli": False})
+    mlp_widths: tuple[int, ...] | None = field(default=None, metadata={"cli": False})
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -54,14 +59,47 @@ class GPTConfig:
         eps = self.layer_norm_epsilon
         if not is_number(eps) or not (eps > 0 and math.isfinite(eps)):
             raise InputError(f"layer_norm_epsilon must be a positive number, got {eps!r}")
+        for name in ("head_counts", "mlp_widths"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != self.n_layer:
+                raise InputError(
+                    f"{name} must be a list of {self.n_layer} positive integers (one per layer), got {value!r}"
+                )
+            if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0 for v in value):
+                raise InputError(f"{name} must hold positive integers, got {list(value)!r}")
+            object.__setattr__(self, name, tuple(int(v) for v in value))  # hashable, JSON-safe ints
 
     @property
     def head_size(self) -> int:
         """hs: channels per attention head."""
         return self.n_embd // self.n_head
 
+    def layer_heads(self, i: int) -> int:
+        """NH_i: the attention heads of layer i (n_head unless structured pruning removed some)."""
+        return self.n_head if self.head_counts is None else self.head_counts[i]
+
+    def layer_mlp_width(self, i: int) -> int:
+        """The MLP's hidden width in layer i (4 * n_embd unless structured pruning removed neurons)."""
+        return 4 * self.n_embd if self.mlp_widths is None else self.mlp_widths[i]
+
+    @property
+    def uniform(self) -> bool:
+        """Every layer has n_head heads and a 4 * n_embd MLP (the GPT-2 shapes; HF and llm.c export)."""
+        return all(self.layer_heads(i) == self.n_head and self.layer_mlp_width(i) == 4 * self.n_embd
+                   for i in range(self.n_layer))
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a JSON-able dict. The per-layer fields appear only when set, so a dense
+        model's config (and every checkpoint written before they existed) reads exactly as before."""
+        d = dataclasses.asdict(self)
+        for name in ("head_counts", "mlp_widths"):
+            if d[name] is None:
+                del d[name]
+            else:
+                d[name] = list(d[name])
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:

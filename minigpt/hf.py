@@ -58,6 +58,9 @@ def config_from_hf(hf_config) -> GPTConfig:
 
 def config_to_hf(config: GPTConfig) -> dict:
     """config.json for GPT2LMHeadModel (the fields transformers' GPT2Config reads)."""
+    if not config.uniform:
+        raise InputError("GPT2LMHeadModel has the same head count and MLP width in every layer: "
+                         "a structurally pruned model cannot be exported to it")
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_embd": config.n_embd,

@@ -71,6 +71,9 @@ def is_linear_weight(name: str) -> bool:
 
 
 def check_llmc_model(config: GPTConfig):
+    if not config.uniform:
+        raise InputError("llm.c's GPT-2 has n_head heads and a 4 * n_embd MLP in every layer: "
+                         "a structurally pruned model cannot be written as an llm.c file")
     if config.activation != "gelu":
         raise InputError("llm.c's GPT-2 uses GELU: an activation='relu' model cannot be written as an llm.c file")
     if config.layer_norm_epsilon != 1e-5:

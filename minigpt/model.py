@@ -34,22 +34,26 @@ from .layers import IGNORE_INDEX
 
 
 def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
-    """Every parameter's name and shape, in Hugging Face GPT-2 state-dict order."""
+    """Every parameter's name and shape, in Hugging Face GPT-2 state-dict order.
+
+    A = NH_i * hs is layer i's attention width and F its MLP width: C and 4C in GPT-2, narrower
+    after structured pruning (config.head_counts, config.mlp_widths)."""
     V, maxT, C = config.vocab_size, config.block_size, config.n_embd
     shapes = {"wte.weight": (V, C), "wpe.weight": (maxT, C)}
     for i in range(config.n_layer):
         p = f"h.{i}."
+        A, F = config.layer_heads(i) * config.head_size, config.layer_mlp_width(i)
         shapes[p + "ln_1.weight"] = (C,)
         shapes[p + "ln_1.bias"] = (C,)
-        shapes[p + "attn.c_attn.weight"] = (C, 3 * C)
-        shapes[p + "attn.c_attn.bias"] = (3 * C,)
-        shapes[p + "attn.c_proj.weight"] = (C, C)
+        shapes[p + "attn.c_attn.weight"] = (C, 3 * A)
+        shapes[p + "attn.c_attn.bias"] = (3 * A,)
+        shapes[p + "attn.c_proj.weight"] = (A, C)
         shapes[p + "attn.c_proj.bias"] = (C,)
         shapes[p + "ln_2.weight"] = (C,)
         shapes[p + "ln_2.bias"] = (C,)
-        shapes[p + "mlp.c_fc.weight"] = (C, 4 * C)
-        shapes[p + "mlp.c_fc.bias"] = (4 * C,)
-        shapes[p + "mlp.c_proj.weight"] = (4 * C, C)
+        shapes[p + "mlp.c_fc.weight"] = (C, F)
+        shapes[p + "mlp.c_fc.bias"] = (F,)
+        shapes[p + "mlp.c_proj.weight"] = (F, C)
         shapes[p + "mlp.c_proj.bias"] = (C,)
     shapes["ln_f.weight"] = (C,)
     shapes["ln_f.bias"] = (C,)
@@ -129,9 +133,9 @@ def block_forward(config: GPTConfig, params, i: int, x, rng=None, kv=None, F=Non
     act_forward = getattr(F, f"{config.activation}_forward")  # gelu_forward or relu_forward
     # attention branch
     ln1, ln1_cache = F.layernorm_forward(x, P(p + "ln_1.weight"), P(p + "ln_1.bias"), eps)  # (B, T, C)
-    qkv, qkv_cache = F.linear_forward(ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"))  # (B, T, 3C)
-    if kv is None:
-        atty, att_cache = F.attention_forward(qkv, config.n_head, drop, rng)  # (B, T, C)
+    qkv, qkv_cache = F.linear_forward(ln1, P(p + "attn.c_attn.weight"), P(p + "attn.c_attn.bias"))  # (B, T, 3A)
+    if kv is None:  # A = NH_i * hs: C unless structured pruning removed heads of this layer
+        atty, att_cache = F.attention_forward(qkv, config.layer_heads(i), drop, rng)  # (B, T, A)
     else:  # decoding: also attend to the cached keys and values of earlier positions
         atty, att_cache = kv.attend(i, qkv), None
     attproj, attproj_cache = F.linear_forward(atty, P(p + "attn.c_proj.weight"), P(p + "attn.c_proj.bias"))
@@ -139,8 +143,8 @@ def block_forward(config: GPTConfig, params, i: int, x, rng=None, kv=None, F=Non
     x = x + attproj  # residual
     # MLP branch
     ln2, ln2_cache = F.layernorm_forward(x, P(p + "ln_2.weight"), P(p + "ln_2.bias"), eps)  # (B, T, C)
-    fch, fc_cache = F.linear_forward(ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"))  # (B, T, 4C)
-    fch_act, act_cache = act_forward(fch)  # (B, T, 4C)
+    fch, fc_cache = F.linear_forward(ln2, P(p + "mlp.c_fc.weight"), P(p + "mlp.c_fc.bias"))  # (B, T, F), F = 4C
+    fch_act, act_cache = act_forward(fch)  # (B, T, F)
     fcproj, fcproj_cache = F.linear_forward(fch_act, P(p + "mlp.c_proj.weight"), P(p + "mlp.c_proj.bias"))
     fcproj, fcdrop_cache = F.dropout_forward(fcproj, drop, rng)
     x = x + fcproj  # residual

@@ -88,6 +88,12 @@ class TrainConfig:
     qat: str | None = None  # e.g. "w4g32": quantization-aware training (minigpt.compress.quantize.qat_objective)
     data_parallel: bool = False  # under `mpiexec -n R`: R ranks split each global batch (minigpt/parallel.py)
     collective_timeout: float = 600.0  # data-parallel: seconds a rank waits for the others before aborting
+    # gradual magnitude pruning (compress/prune.py): sparsity 0 -> prune_to on Zhu & Gupta's cubic
+    # schedule between updates prune_start and prune_end, masks updated every prune_every updates
+    prune_to: float = 0.0  # final sparsity of the attention and MLP weights, in [0, 1); 0: no pruning
+    prune_start: int = 0
+    prune_end: int = 0  # the best model is kept from here on (ckpt.safetensors needs max_iters >= prune_end)
+    prune_every: int = 10
 
     def __post_init__(self):
         positive = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval")
@@ -116,6 +122,15 @@ class TrainConfig:
             from .compress.quantize import parse_spec
 
             parse_spec(self.qat)  # a bad spec fails now, with its message
+        if not isinstance(self.prune_to, (int, float)) or not 0.0 <= self.prune_to < 1.0:
+            raise InputError(f"prune_to must be a sparsity in [0, 1), got {self.prune_to!r}")
+        if self.prune_to > 0:
+            for name in ("prune_start", "prune_end", "prune_every"):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "prune_every" else 0):
+                    raise InputError(f"{name} must be an integer >= {1 if name == 'prune_every' else 0}, got {v!r}")
+            if not self.prune_start < self.prune_end:
+                raise InputError(f"gradual pruning needs prune_start < prune_end, got {self.prune_start}, {self.prune_end}")
         if self.resume and self.init_from:
             raise InputError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
 
@@ -326,6 +341,8 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
     agree with it (dropout may change). objective: what each step minimizes (default: the
     model's cross-entropy, `Objective()`). dp: this rank of a data-parallel run (parallel.py
     starts it when tc.data_parallel; every `dp` line below is a hook of that mode)."""
+    from .compress.prune import training_pruner
+
     if tc.data_parallel and dp is None:
         from .parallel import run_data_parallel
 
@@ -383,13 +400,15 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
     if dp is not None:  # every rank starts from rank 0's state
         shared = dp.broadcast_state(trainable, optimizer, {"step": step, "evaluated": evaluated, "best_val": best_val})
         step, evaluated, best_val = shared["step"], shared["evaluated"], shared["best_val"]
+    # pruning (compress/prune.py): gradual (--prune-to), or the zeros of a pruned checkpoint kept at 0
+    pruner = training_pruner(tc, params, ck.meta if (tc.resume or tc.init_from) else None, step)
     ids = tokenizer.encode(text)  # with --init-from, new text must use the checkpoint's characters
     train_ids, val_ids = split(ids, config.block_size)
     B, T, accum = tc.batch_size, config.block_size, tc.gradient_accumulation_steps
     tokens_per_iter = B * T * accum
     meta_base = {"train_config": dataclasses.asdict(tc), "seed": tc.seed,
                  "rng": "numpy default_rng([seed, step, stream]); streams 0 batches, 1 dropout, 2 eval",
-                 **objective.meta()}
+                 **objective.meta(), **(pruner.meta() if pruner else {})}
     ckpt_path, state_path = out_dir / CKPT_NAME, out_dir / RESUME_NAME
 
     def save_state():
@@ -411,6 +430,9 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
         from .parallel import SilentReporter
 
         reporter = SilentReporter()
+    if pruner and tc.prune_to > 0 and tc.prune_end > tc.max_iters:
+        reporter.say(f"note: --prune-end {tc.prune_end} is after --max-iters {tc.max_iters}: this run stops before "
+                     f"sparsity {tc.prune_to} and writes no best checkpoint (continue it with --resume --max-iters)")
     n_params = num_params(params)
     reporter.say(f"model: {n_params:,} parameters, {config.n_layer} layers, {config.n_head} heads, "
                  f"{config.n_embd} channels, vocab {config.vocab_size}, block {T}, {tc.dtype}; "
@@ -437,9 +459,10 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                         raise TrainingError(diverged(f"the evaluated loss became {val_loss}", step))
                     reporter.record(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}", **last_eval)
                     evaluated = True
-                    if val_loss < best_val:
+                    if val_loss < best_val and (pruner is None or pruner.ready(step)):  # pruned: final masks only
                         best_val = val_loss
-                        save_checkpoint(ckpt_path, config, params, tokenizer, dict(meta_base, kind="best", **last_eval))
+                        save_checkpoint(ckpt_path, config, params, tokenizer, dict(meta_base, kind="best", **last_eval),
+                                        encoded=pruner.encoded(params) if pruner else None)  # zeros stored compressed
                     save_state()
                     saved_step = step
                 if step >= tc.max_iters or interrupt.requested:
@@ -468,10 +491,14 @@ def train(tc: TrainConfig, model_config: dict | None = None, stream=None, quiet:
                         logs[k] = logs.get(k, 0.0) + share * val / accum
                 if dp is not None:  # ONE Allreduce: the sum over ranks of the shares is the global batch's
                     grads, loss, logs = dp.allreduce(grads, loss, logs, step)
+                if pruner:
+                    pruner.mask_grads(grads)  # pruned weights get no gradient, nor a share of the clipping norm
                 norm = clip_grad_norm(grads, tc.grad_clip)  # on the summed gradients: the same on every rank
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     raise TrainingError(diverged(f"the loss became {loss} (gradient norm {norm})", step))
                 optimizer.step(trainable, grads, lr)
+                if pruner:
+                    pruner.after_step(step + 1, params, optimizer)  # masks reapplied to weights and AdamW moments
                 dt = time.perf_counter() - t0
                 step_ms.append(dt * 1000)
                 if step % tc.log_interval == 0:

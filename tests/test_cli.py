@@ -63,6 +63,9 @@ def test_every_config_field_is_a_flag():
     flags = {s for a in train_parser._actions for s in a.option_strings}
     for cls in (GPTConfig, TrainConfig):
         for f in dataclasses.fields(cls):
+            if f.metadata.get("cli") is False:  # GPTConfig's per-layer widths: set by `minigpt prune`
+                assert "--" + f.name.replace("_", "-") not in flags, f.name
+                continue
             assert "--" + f.name.replace("_", "-") in flags, f.name
 
 
