@@ -150,6 +150,7 @@ def add_quantize_parser(sub):
     p.add_argument("--val-batches", type=int, default=None, help="evaluate on the first N batches of 32 windows "
                    "of the val split (default: all)")
     p.add_argument("--png", default=None, help="report: also draw the loss change per tensor (needs matplotlib)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def add_prune_parser(sub):
@@ -621,6 +622,9 @@ COMMANDS = {"prune": cmd_prune, "quantize": cmd_quantize, "train": cmd_train, "d
 
 
 def main(argv=None) -> int:
+    from .memory import keep_freed_memory
+
+    keep_freed_memory()  # reuse freed arrays instead of page-faulting fresh memory every step (minigpt/memory.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

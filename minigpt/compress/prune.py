@@ -114,17 +114,23 @@ def check_sparsity(sparsity) -> float:
 
 def n_to_prune(sparsity: float, n: int) -> int:
     """k = round(s * n), half to even (Python's round), as torch.nn.utils.prune."""
+    # BEGIN SOLUTION prune_count
+    # HINT: the rule of torch.nn.utils.prune: s * n rounded half to even (check the sparsity first)
     return round(check_sparsity(sparsity) * n)  # a float times an int, rounded: an int
+    # END SOLUTION
 
 
 def mask_from_scores(scores: np.ndarray, sparsity: float) -> np.ndarray:
     """Keep-mask of scores' shape with the round(s * n) lowest scores pruned (ties: lower flat
     index first)."""
     scores = np.asarray(scores)
+    # BEGIN SOLUTION magnitude_mask
+    # HINT: k = n_to_prune(...); a stable argsort of the flattened scores; the k lowest are False
     k = n_to_prune(sparsity, scores.size)
     order = np.argsort(scores, axis=None, kind="stable")  # ascending; stable: ties by flat index
     mask = np.ones(scores.size, dtype=bool)
     mask[order[:k]] = False
+    # END SOLUTION
     return mask.reshape(scores.shape)
 
 
@@ -178,10 +184,13 @@ def nm_mask(scores: np.ndarray, n: int = 2, m: int = 4) -> np.ndarray:
     d_in, d_out = scores.shape
     if d_in % m != 0:
         raise InputError(f"N:M: the input dimension {d_in} is not divisible by M={m}")
+    # BEGIN SOLUTION nm_mask
+    # HINT: view as (d_in // M, M, d_out); in each group of M along axis 1 the M - N lowest (stable) go
     groups = scores.reshape(d_in // m, m, d_out)  # (G, M, d_out)
     order = np.argsort(groups, axis=1, kind="stable")  # ascending within each group
     mask = np.ones(groups.shape, dtype=bool)
     np.put_along_axis(mask, order[:, : m - n], False, axis=1)  # the M - N lowest go
+    # END SOLUTION
     return mask.reshape(d_in, d_out)
 
 

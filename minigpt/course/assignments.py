@@ -228,6 +228,39 @@ softmax Jacobian `dq_v / dz_u = q_v (1[u = v] - q_u)` does most of the work.
 """,
 )
 
+PRUNING = Assignment(
+    5, "pruning", "Magnitude and N:M pruning",
+    (
+        Part("magnitude", 60, ("prune_count", "magnitude_mask"), "test_pruning_magnitude.py",
+             "the count rule round(s * n), half to even, and the mask of the k lowest scores",
+             (Mistake("prune_count", "return round(check_sparsity(sparsity) * n)",
+                      "return int(check_sparsity(sparsity) * n)", "n_to_prune(sparsity=0.35, n=10)"),)),
+        Part("n_m", 40, ("nm_mask",), "test_pruning_n_m.py",
+             "the N:M mask: N kept in every M consecutive inputs of each output",
+             (Mistake("nm_mask", "order[:, : m - n]", "order[:, : m - n + 1]", "2:4 mask"),)),
+    ),
+    """\
+Write the two pruning rules every other method in `minigpt/compress/prune.py` builds on. A
+mask is a boolean array shaped like the weight: True keeps the weight, False prunes (zeroes) it.
+
+Part magnitude:
+- region `prune_count` (`n_to_prune(sparsity, n)`): how many of n weights a sparsity s prunes.
+  The rule is torch.nn.utils.prune's: s * n rounded half to even (Python's `round`), so that
+  0.25 of 10 prunes 2 and 0.35 of 10 prunes 4. Refuse a sparsity outside [0, 1) with
+  `check_sparsity`.
+- region `magnitude_mask` (`mask_from_scores(scores, sparsity)`): prune the k lowest scores
+  (for magnitude pruning the scores are |w|). Rank the flattened scores; equal scores go in flat
+  index order, lowest index first, so that masks are deterministic and nest as the sparsity grows.
+  Global pruning (`global_masks`, given) ranks every tensor together by calling your function on
+  the concatenation.
+
+Part n_m (`nm_mask(scores, n, m)`, region `nm_mask`): semi-structured N:M sparsity, the pattern
+sparse tensor cores run (2:4 by default). minigpt's linear weights are (d_in, d_out); in every
+column, each group of M consecutive rows (inputs) keeps exactly its N highest scores; on a tie the
+earlier row is pruned first. `d_in % m == 0` is checked for you.
+""",
+)
+
 QUANTIZATION = Assignment(
     6, "quantization", "Round-to-nearest quantization and fake quantization",
     (
@@ -269,10 +302,9 @@ outside it, where the clamp is flat?
 """,
 )
 
-# in the order `minigpt assignment list` shows them; 5 (pruning) is added when its module lands
-# (docs/instructors.md, "Writing a new assignment")
+# in the order `minigpt assignment list` shows them
 ASSIGNMENTS: dict[str, Assignment] = {
-    a.name: a for a in (BACKPROP, ATTENTION, OPTIM, KVCACHE, QUANTIZATION, DISTILL)
+    a.name: a for a in (BACKPROP, ATTENTION, OPTIM, KVCACHE, PRUNING, QUANTIZATION, DISTILL)
 }
 
 
