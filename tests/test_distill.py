@@ -434,3 +434,29 @@ def test_distill_student_with_other_characters_or_text(cli_teacher, tmp_path, ca
     code = main(distill_argv(d, new_text, teacher, "bad3"))
     _, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1 and "X" in err, err
+
+
+def test_a_structurally_pruned_teacher_teaches_a_uniform_student(toy_teacher):
+    """A teacher with heads removed (per-layer head counts): the default student config drops the
+    per-layer sizes (the student is uniform), initializing from its blocks is a clear error, and a
+    randomly initialized student trains against it."""
+    from minigpt.compress.distill import student_config_fields
+    from minigpt.compress.structured import prune_structured
+
+    config, params, _ = prune_structured(toy_teacher.config, toy_teacher.params, "heads", 0.5)
+    assert config.head_counts is not None
+    fields = student_config_fields(config, None, {})
+    assert "head_counts" not in fields and "mlp_widths" not in fields
+    student = GPTConfig(**fields)
+    with pytest.raises(InputError, match="structurally pruned.*--student-init random"):
+        init_student(config, params, student, "every-other")
+    teacher = Checkpoint(config, params, toy_teacher.tokenizer)
+    objective = DistillObjective(teacher, DistillConfig(teacher="unused", student_init="random"))
+    objective.prepare(student, toy_teacher.tokenizer, 0, np.dtype(np.float64))
+    s_params = init_student(config, params, student, "random", seed=0, dtype=np.float64)
+    x = np.array([[1, 2, 3, 4]])
+    loss, grads, _ = objective.loss_and_grads(student, s_params, x, x, None, 1.0)
+    assert np.isfinite(loss) and set(grads) == set(s_params)
+    with_attention = DistillObjective(teacher, DistillConfig(teacher="unused", student_init="random", attention_weight=1.0))
+    with pytest.raises(InputError, match="had heads removed"):
+        with_attention.prepare(student, toy_teacher.tokenizer, 0, np.dtype(np.float64))

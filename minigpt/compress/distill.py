@@ -413,6 +413,9 @@ def init_student(teacher_config: GPTConfig, teacher_params, student_config: GPTC
     if blocks is None:
         return params
     Ct, Cs = tc.n_embd, sc.n_embd
+    if tc.head_counts is not None or tc.mlp_widths is not None:
+        raise InputError("the teacher is structurally pruned (per-layer head counts or MLP widths), so its blocks "
+                         "do not fit a uniform student; start the student from random weights: --student-init random")
     if sc.vocab_size != tc.vocab_size:
         raise InputError(f"teacher and student vocabularies differ: {tc.vocab_size} and {sc.vocab_size}")
     if Cs > Ct or sc.n_head > tc.n_head or (Cs < Ct and sc.head_size != tc.head_size):
@@ -558,6 +561,9 @@ class DistillObjective(Objective):
         self.pairs = parse_layer_map(self.dc.layer_map, config.n_layer, t.n_layer) if needs_map else []
         if self.dc.layer_map is not None and not needs_map:
             parse_layer_map(self.dc.layer_map, config.n_layer, t.n_layer)  # still check it
+        if self.dc.attention_weight > 0 and t.head_counts is not None:
+            raise InputError("the attention loss compares whole layers' heads; this teacher had heads removed "
+                             "(per-layer head counts): use the soft-target and hidden losses only")
         if self.dc.attention_weight > 0 and config.n_head != t.n_head:
             raise InputError(f"the attention loss needs as many heads in student ({config.n_head}) and teacher ({t.n_head})")
         if self.dc.hidden_loss is not None and config.n_embd != t.n_embd:
@@ -624,8 +630,10 @@ def student_config_fields(teacher_config: GPTConfig, base: dict | None, override
     """The student's GPTConfig fields: base (a preset's model fields) or, without one, the
     teacher's config with half its layers; then the flags given. The vocabulary is always the
     teacher's: a different vocab_size is an error."""
-    if base is None:
+    if base is None:  # a uniform student: a structurally pruned teacher's per-layer sizes do not carry over
         base = dict(teacher_config.to_dict(), n_layer=max(1, teacher_config.n_layer // 2))
+        base.pop("head_counts", None)
+        base.pop("mlp_widths", None)
     fields = {**base, **overrides}
     vocab = fields.get("vocab_size", teacher_config.vocab_size)
     if "vocab_size" in overrides and vocab != teacher_config.vocab_size:
