@@ -4,6 +4,8 @@
   every eval_interval steps; cheap and a little noisy.
 - `evaluate`: the loss over every target of a split exactly once, in consecutive windows of
   block_size (deterministic), with perplexity exp(loss) and bits per character loss / ln 2.
+- `mean_loss`: the loss over every target of given (x, y) batches, each batch weighted by its
+  number of targets; `evaluate` and the compression modules' fixed evaluation sets use it.
   With a character tokenizer one token is one character, so bits per token is bits per char.
 
 No dropout in either (evaluation mode).
@@ -29,14 +31,20 @@ def estimate_loss(config: GPTConfig, params, ids, batch_size: int, block_size: i
     return float(np.mean(losses))
 
 
-def evaluate(config: GPTConfig, params, ids, batch_size: int = 32) -> dict:
-    """Loss over every target of ids (windows of block_size), weighted by token count."""
+def mean_loss(config: GPTConfig, params, batches) -> tuple[float, int]:
+    """(mean loss over every target of the (x, y) batches, number of targets): each batch's mean
+    weighted by its targets, so unequal batches count per token. Targets must not be ignored (-1)."""
     total, count = 0.0, 0
-    for x, y in iter_windows(ids, config.block_size, batch_size):
+    for x, y in batches:
         _, loss, _ = gpt_forward(config, params, x, y)
         total += loss * y.size
         count += y.size
-    loss = total / count
+    return total / count, count
+
+
+def evaluate(config: GPTConfig, params, ids, batch_size: int = 32) -> dict:
+    """Loss over every target of ids (windows of block_size), weighted by token count."""
+    loss, count = mean_loss(config, params, iter_windows(ids, config.block_size, batch_size))
     return {
         "val_loss": loss,
         "perplexity": math.exp(loss),

@@ -19,7 +19,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import GPTConfig
 from ..data import load_text, split
 from ..errors import InputError
-from ..model import gpt_forward
+from ..evaluate import mean_loss
 from . import prune, structured
 
 
@@ -34,12 +34,9 @@ def eval_windows(ids: np.ndarray, block_size: int, n_windows: int = 256) -> np.n
 
 def windows_loss(config: GPTConfig, params: dict, windows: np.ndarray, batch_size: int = 32) -> float:
     """Mean next-token loss over windows (N, T + 1): inputs the first T tokens, targets the last T.
-    Each batch's mean is weighted by its number of windows (all windows have T targets)."""
-    total = 0.0
-    for s in range(0, len(windows), batch_size):
-        w = windows[s : s + batch_size]
-        total += gpt_forward(config, params, w[:, :-1], w[:, 1:])[1] * len(w)
-    return total / len(windows)
+    Each batch's mean is weighted by its number of targets (evaluate.mean_loss)."""
+    batches = (windows[s : s + batch_size] for s in range(0, len(windows), batch_size))
+    return mean_loss(config, params, ((w[:, :-1], w[:, 1:]) for w in batches))[0]
 
 
 @dataclass
