@@ -210,20 +210,12 @@ save_checkpoint(
     {"pruning": {"tensors": names}},
     encoded=prune.encode_sparse(params, names),
 )
-ft = TrainConfig(
-    out_dir=str(workdir / "ft"),
-    data=str(text_path),
-    init_from=str(pruned_path),
-    max_iters=100,
-    batch_size=16,
-    learning_rate=1e-3,
-    min_lr=1e-4,
-    warmup_iters=0,
-    lr_decay_iters=100,
-    eval_interval=100,
-    eval_iters=2,
-    log_interval=100,
+# 100 short steps, the same for this fine-tuning run and the gradual-pruning run below
+SHORT_RUN = dict(
+    data=str(text_path), max_iters=100, batch_size=16, learning_rate=1e-3, min_lr=1e-4, warmup_iters=0,
+    lr_decay_iters=100, eval_interval=100, eval_iters=2, log_interval=100,
 )
+ft = TrainConfig(out_dir=str(workdir / "ft"), init_from=str(pruned_path), **SHORT_RUN)
 train(ft, {}, quiet=True)
 tuned = load_checkpoint(workdir / "ft" / RESUME_NAME)
 for n in names:
@@ -247,21 +239,12 @@ print(
 print("schedule:", [round(prune.cubic_sparsity(t, 0.7, 0, 100), 3) for t in range(0, 101, 20)])
 gr = TrainConfig(
     out_dir=str(workdir / "gradual"),
-    data=str(text_path),
     init_from=str(workdir / "dense" / "ckpt.safetensors"),
-    max_iters=100,
-    batch_size=16,
-    learning_rate=1e-3,
-    min_lr=1e-4,
-    warmup_iters=0,
-    lr_decay_iters=100,
-    eval_interval=100,
-    eval_iters=2,
-    log_interval=100,
     prune_to=0.7,
     prune_start=0,
     prune_end=80,
     prune_every=10,
+    **SHORT_RUN,
 )
 train(gr, {}, quiet=True)
 gradual = load_checkpoint(workdir / "gradual" / RESUME_NAME).params
