@@ -27,11 +27,15 @@ number of chunks, so results do not depend on the thread count (no `out[j] +=` r
 Caching. Compiled kernels are cached on disk (`cache=True`) next to this file, or in
 NUMBA_CACHE_DIR. When no writable location exists we compile in memory and warn once.
 MINIGPT_NUMBA_CACHE=0 turns caching off. numba does not notice when a kernel's callee in another
-module changes, so kernels here call only functions of their own module.
+module changes, so a kernel that calls another module's kernels (decode.py composes layernorm,
+attention and GELU) names those modules in `twins(depends=...)`: a hash of their source goes into
+its cache key, and editing them compiles it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 import warnings
 
@@ -51,13 +55,23 @@ _cache_enabled = os.environ.get("MINIGPT_NUMBA_CACHE", "1") != "0"
 _cache_warned = False
 
 
-def _jit(fn, dtype, parallel):
+def source_hash(modules) -> str:
+    """A short hash of the modules' source files: part of the cache key of a kernel calling them."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:12]
+
+
+def _jit(fn, dtype, parallel, depends=()):
     """njit one dtype's build of a kernel, cached on disk when a writable cache location exists."""
     global _cache_enabled, _cache_warned
     fastmath = set(FASTMATH_F32) if dtype == np.float32 else False
     # numba keys its disk cache by the function's qualified name and signature, not by its options:
     # without a name per build, the serial build would load the parallel one's code from the cache
     fn.__qualname__ = f"{fn.__qualname__}.{np.dtype(dtype).name}.{'parallel' if parallel else 'serial'}"
+    if depends:  # callees from other modules: their source is part of the key (see the docstring)
+        fn.__qualname__ += f".{source_hash(depends)}"
     if _cache_enabled:
         try:
             return numba.njit(cache=True, fastmath=fastmath, parallel=parallel, error_model="numpy")(fn)
@@ -93,8 +107,8 @@ class Twins:
     differently, so they agree to rounding (not bitwise), and which one runs depends only on the
     shapes, so a run stays reproducible. Builds compile lazily, on first use."""
 
-    def __init__(self, build, parallel=False):
-        self.build, self.parallel = build, parallel
+    def __init__(self, build, parallel=False, depends=()):
+        self.build, self.parallel, self.depends = build, parallel, tuple(depends)
         self._compiled = {}
 
     def for_dtype(self, dtype, parallel=False):
@@ -104,7 +118,7 @@ class Twins:
         if fn is None:
             if dtype not in DTYPES:
                 raise TypeError(f"kernels run in float32 or float64, got {np.dtype(dtype)}")
-            fn = self._compiled[key] = _jit(self.build(dtype), dtype, key[1])
+            fn = self._compiled[key] = _jit(self.build(dtype), dtype, key[1], self.depends)
         return fn
 
     def __call__(self, *args, work=0):
@@ -112,11 +126,12 @@ class Twins:
         return self.for_dtype(args[0].dtype, work >= PARALLEL_MIN_WORK)(*args)
 
 
-def twins(parallel=False):
-    """Decorator for a kernel builder: `@twins(parallel=True) def my_kernel(dtype): ...`."""
+def twins(parallel=False, depends=()):
+    """Decorator for a kernel builder: `@twins(parallel=True) def my_kernel(dtype): ...`.
+    depends: the other modules whose kernels this one calls (see the module docstring)."""
 
     def wrap(build):
-        return Twins(build, parallel)
+        return Twins(build, parallel, depends)
 
     return wrap
 
