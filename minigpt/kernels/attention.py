@@ -34,7 +34,7 @@ import math
 import numba
 import numpy as np
 
-from ..layers.attention import merge_heads, split_heads
+from ..layers.attention import split_heads
 from ..layers.dropout import dropout_forward
 from . import contiguous, n_chunks, twins
 
@@ -132,7 +132,8 @@ def _softmax_causal(dtype):
                     for s in range(n):  # one pass of multiply-adds and integer ops: LLVM vectorizes it
                         x = row[s] - mx  # <= 0 (NaN stays NaN through p)
                         xc = lo if x < lo else x  # noqa: FURB136 (not max(): a NaN must stay NaN)
-                        k = math.floor(xc * log2e + half)
+                        k = np.floor(xc * log2e + half)  # float32: math.floor gives an int64, and
+                        # int64 * float32 is float64 in numba, which took the loop off SIMD (2.2x slower)
                         rr = xc - k * ln2_hi - k * ln2_lo
                         p = ((((c0 * rr + c1) * rr + c2) * rr + c3) * rr + c4) * rr + c5
                         p = p * rr * rr + rr + one
@@ -199,7 +200,9 @@ def attention_forward(qkv, n_head, dropout=0.0, rng=None):
     att = q @ k.transpose(0, 1, 3, 2)  # (B, NH, T, T) raw scores; BLAS does the masked half too
     _softmax_causal_inplace(att, qkv.dtype.type(1.0 / math.sqrt(C // n_head)))
     att_d, att_mask = dropout_forward(att, dropout, rng)
-    return merge_heads(att_d @ v), (q, k, v, att, att_mask)
+    out = np.empty((B, T, C), qkv.dtype)
+    np.matmul(att_d, v, out=split_heads(out, n_head))  # (B, NH, T, hs), written in place as (B, T, C)
+    return out, (q, k, v, att, att_mask)
 
 
 def attention_backward(dout, cache):
@@ -209,10 +212,14 @@ def attention_backward(dout, cache):
     dy = split_heads(dout, NH)  # (B, NH, T, hs)
     att_d = att if att_mask is None else att * att_mask
     datt = dy @ v.transpose(0, 1, 3, 2)  # (B, NH, T, T)
-    dv = att_d.transpose(0, 1, 3, 2) @ dy
     has_mask = att_mask is not None
     scale = q.dtype.type(1.0 / math.sqrt(hs))
     _softmax_causal_backward(datt, att, att_mask if has_mask else att, has_mask, scale, work=att.size)
-    dq = datt @ k  # datt now holds dscores
-    dk = datt.transpose(0, 1, 3, 2) @ q
-    return np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)
+    # datt now holds dscores. dq, dk, dv are written straight into their columns of dqkv (B, T, 3C)
+    # through (B, NH, T, hs) views, instead of merged and concatenated (two copies each)
+    C = NH * hs
+    dqkv = np.empty((B, T, 3 * C), q.dtype)
+    np.matmul(datt, k, out=split_heads(dqkv[..., 0:C], NH))  # dq
+    np.matmul(datt.transpose(0, 1, 3, 2), q, out=split_heads(dqkv[..., C : 2 * C], NH))  # dk
+    np.matmul(att_d.transpose(0, 1, 3, 2), dy, out=split_heads(dqkv[..., 2 * C :], NH))  # dv
+    return dqkv

@@ -1,26 +1,26 @@
-"""One new token through the whole model with a KV cache: the decoding step of sampling, compiled.
+"""One new token through the whole model with a KV cache: the decoding step of sampling.
 
 Matches minigpt.model.gpt_forward(config, params, idx, kv=cache) for batch 1 and one new token
 (idx of shape (1, 1) at position cache.length): the same logits (V,) of the new position, and the
 cache gains its keys and values (float64 to 1e-12, float32 to 1e-5, tests/test_decode.py). The
 numba backend's sampling uses it (minigpt.generate.forward_logits); the prompt itself, several
-positions at once, still runs through gpt_forward, whose matrix products are BLAS's.
+positions at once, still runs through gpt_forward.
 
-Why a kernel for this. At batch 1 and one position every layer is a vector operation, and the
-step is bound by memory: each weight is read once per token (42 MB of float32 at the small
-preset, about 2.7 ms at this machine's ~16 GB/s). gpt_forward spends about 70 small NumPy and
-kernel calls per token on top of that, about 1 ms of Python. Here each block is one call.
+Why. At batch 1 and one position every layer is a vector operation, and the step is bound by
+memory: each weight is read once per token (42 MB of float32 at the small preset, about 2.5 ms at
+this machine's ~18 GB/s). gpt_forward adds about 70 small NumPy and kernel calls per token, each
+with its own temporaries and shape handling; here a block is four BLAS matrix-vector products
+into preallocated vectors and four small kernels for what lies between them.
 
-What it is made of. The block is block_forward for one position, in the same order: ln_1,
-c_attn, attention over the cache, c_proj, residual, ln_2, c_fc, activation, mlp.c_proj, residual.
-LayerNorm, the cached attention and GELU are the numba kernels of layernorm.py, attention.py and
-activation.py, inlined (so this module's cache key includes their source, see `twins`). The
-matrix-vector products y = x @ W + b (W stored (in, out), as HF's Conv1D) add up the rows of W
-scaled by x: each row is read once, contiguously, which streams memory as fast as OpenBLAS's
-sgemv does here (measured: 2.71 ms against 2.83 ms for the small preset's 24 products). The
-products are serial: a second thread reading memory gained nothing on this 2-core machine.
+What it is made of. `Decoder.__call__` is block_forward for one position, in the same order:
+ln_1, c_attn, attention over the cache, c_proj, residual, ln_2, c_fc, activation, mlp.c_proj,
+residual. The products y = x @ W (W stored (in, out), as HF's Conv1D) stay in BLAS: sgemv uses
+both cores and streams the weights faster than a numba loop (2.5 against 2.8 ms per token for the
+small preset's 24 products, measured). The kernels add the biases and residuals and call the
+LayerNorm, cached-attention and GELU kernels of layernorm.py, attention.py and activation.py,
+inlined (so their source is part of these kernels' cache key, see `twins`).
 
-Legend: C channels, A = NH * hs attention width, F MLP width (4C), V vocabulary, maxT block_size.
+Legend: C channels, A = NH * hs attention width, F MLP width (4C), V vocabulary.
 """
 
 from types import SimpleNamespace
