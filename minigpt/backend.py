@@ -39,7 +39,8 @@ OPS = (
 )  # fmt: skip
 
 _active: str | None = None
-_namespaces: dict[str, SimpleNamespace] = {}
+_namespaces: dict[str, SimpleNamespace] = {}  # what runs: a backend's own functions, or a patch
+_own: dict[str, SimpleNamespace] = {}  # each backend's own functions, as built
 
 
 def check_backend(name) -> str:
@@ -97,14 +98,21 @@ def _numba_ops() -> SimpleNamespace:
 def ops_for(name: str) -> SimpleNamespace:
     """The named backend's functions (see OPS), built on first use (numba loads only then)."""
     check_backend(name)
-    if name not in _namespaces:
-        _namespaces[name] = _numpy_ops() if name == "numpy" else _numba_ops()
+    if name not in _own:
+        _own[name] = _namespaces[name] = _numpy_ops() if name == "numpy" else _numba_ops()
     return _namespaces[name]
 
 
 def ops() -> SimpleNamespace:
     """The active backend's functions."""
     return ops_for(get_backend())
+
+
+def is_patched() -> bool:
+    """Whether the active backend runs replaced functions (inside `patched`): code with its own
+    fused path for a backend (generate's compiled decoding step) must then take the plain one."""
+    name = get_backend()
+    return ops_for(name) is not _own[name]
 
 
 @contextmanager

@@ -88,10 +88,12 @@ def forward_logits(config: GPTConfig, params, idx, kv=None) -> np.ndarray:
     """The logits (B, T, V) of gpt_forward(config, params, idx, kv=kv), for sampling.
 
     On the numba backend, one new token of a batch-1 cache that already holds the prompt takes
-    the compiled decoding step (minigpt/kernels/decode.py): the same logits to rounding, in a
-    call per block instead of about 70 small NumPy calls per token."""
+    the compiled decoding step (minigpt/kernels/decode.py): the same logits to rounding, with
+    fewer and cheaper calls per token. Not while the backend's functions are patched (int8
+    inference replaces the linear layer): those run through gpt_forward."""
     idx = np.asarray(idx)
-    if kv is not None and 0 < kv.length < config.block_size and idx.shape == (1, 1) and backend.get_backend() == "numba":
+    fused = backend.get_backend() == "numba" and not backend.is_patched()  # int8 inference patches linear
+    if fused and kv is not None and 0 < kv.length < config.block_size and idx.shape == (1, 1):
         if kv.decoder is None or kv.decoder.params is not params:
             from .kernels.decode import Decoder
 

@@ -11,6 +11,8 @@ with a KV cache on the NumPy backend, one new token at a time.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -119,3 +121,26 @@ def test_cache_key_follows_the_source_of_called_modules():
     assert key != kernels_pkg.source_hash([attention])
     fn = decode._residual_layernorm.for_dtype(np.float32)
     assert key in fn.py_func.__qualname__, fn.py_func.__qualname__
+
+
+def test_patched_backend_takes_gpt_forward(monkeypatch):
+    """int8 inference replaces the linear layer through backend.patched: the decoder, which does
+    its own products, must step aside, or sampling would silently use the float weights."""
+    config, params = model(6, np.float64, 1, 2, 2, True, "gelu", False)
+    numba_ops = backend.ops_for("numba")
+    calls = []
+
+    def linear_forward(x, w, b=None):
+        calls.append(x.shape)
+        return numba_ops.linear_forward(x, w, b)
+
+    patch = SimpleNamespace(**{**vars(numba_ops), "linear_forward": linear_forward})
+    monkeypatch.setattr(decode.Decoder, "__call__", lambda self, token: pytest.fail("the decoder ran while patched"))
+    with backend.use_backend("numba"):
+        assert not backend.is_patched()
+        with backend.patched("numba", patch):
+            assert backend.is_patched()
+            tokens = list(generate(config, params, [1], 4, seed=0))
+        assert not backend.is_patched()
+    assert len(tokens) == 4
+    assert (1, 1, config.n_embd) in calls  # the single-token steps went through the patched linear
