@@ -501,3 +501,34 @@ def test_cache_falls_back_to_memory_with_one_warning(monkeypatch):
         assert k2(np.ones(2)).tolist() == [2.0, 2.0]
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "NUMBA_CACHE_DIR" in messages[0]
+
+
+def test_a_second_process_loads_every_kernel_from_the_disk_cache(tmp_path):
+    """A training step and a sampling run compile every kernel once; a second process finds them
+    all in the disk cache. (Kernels whose closure held an njit helper, the float32 GELU and the
+    decoding step, missed the cache in every process: see kernels.jitable.)"""
+    code = (
+        "import numpy as np\n"
+        "from minigpt import GPTConfig, init_params, gpt_forward, gpt_backward\n"
+        "from minigpt.generate import generate\n"
+        "from minigpt.kernels import Twins\n"
+        "import minigpt.kernels as K, importlib, pkgutil\n"
+        "for dtype in (np.float32, np.float64):\n"
+        "    c = GPTConfig(vocab_size=7, block_size=6, n_layer=1, n_head=2, n_embd=4)\n"
+        "    p = init_params(c, 0, dtype)\n"
+        "    _, loss, cache = gpt_forward(c, p, np.zeros((1, 6), int), np.zeros((1, 6), int))\n"
+        "    gpt_backward(cache)\n"
+        "    list(generate(c, p, [1], 4, seed=0))\n"
+        "mods = [importlib.import_module('minigpt.kernels.' + m.name) for m in pkgutil.iter_modules(K.__path__)]\n"
+        "twins = [t for m in mods for t in vars(m).values() if isinstance(t, Twins)]\n"
+        "fns = [f for t in twins for f in t._compiled.values()]\n"
+        "print(len(fns), sum(sum(f.stats.cache_misses.values()) for f in fns),"
+        " sum(sum(f.stats.cache_hits.values()) for f in fns))\n"
+    )
+    first = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    n, misses, _ = map(int, first.stdout.split())
+    assert n >= 10 and misses == n, first.stdout  # the first process compiles each kernel once
+    second = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == [str(n), "0", str(n)], f"kernels, cache misses, hits: {second.stdout}"

@@ -19,7 +19,7 @@ import math
 import numba
 import numpy as np
 
-from . import contiguous, n_chunks, twins
+from . import contiguous, jitable, n_chunks, twins
 
 GELU_SCALE = math.sqrt(2.0 / math.pi)
 GELU_CUBIC = 0.044715
@@ -39,7 +39,7 @@ def _tanh_f32(dtype):
         s = y * (c0 + y2 * (c1 + y2 * (c2 + y2))) / (c0 + y2 * (d1 + y2 * (d2 + y2 * d3)))
         return two * s / (one + s * s)
 
-    return numba.njit(inline="always", fastmath=False)(tanh)
+    return jitable(tanh)  # not njit: see kernels.jitable
 
 
 @twins(parallel=True)

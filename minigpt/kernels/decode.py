@@ -25,15 +25,14 @@ Legend: C channels, A = NH * hs attention width, F MLP width (4C), V vocabulary.
 
 from types import SimpleNamespace
 
-import numba
 import numpy as np
 
-from . import activation, attention, contiguous, layernorm, twins
+from . import activation, attention, contiguous, jitable, layernorm, twins
 
 
 def _inline(twin, dtype):
-    """A kernel of another module, as a function this one can call (compiled inline)."""
-    return numba.njit(inline="always")(twin.build(dtype))
+    """A kernel of another module, as a function this one can call (see kernels.jitable)."""
+    return jitable(twin.build(dtype))
 
 
 @twins(depends=(layernorm,))
