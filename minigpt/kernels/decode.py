@@ -27,6 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ..model import param_shapes
 from . import activation, attention, contiguous, jitable, layernorm, twins
 
 
@@ -95,26 +96,25 @@ class Decoder:
         self.config, self.params, self.kv = config, params, kv
         dtype = self.dtype = params["wte.weight"].dtype
         C = config.n_embd
+        shapes = param_shapes(config.replace(bias=True))  # every tensor, biases included
 
-        def get(name, size=None):  # a parameter, or zeros for a bias that bias=False leaves out
-            return contiguous(params[name], dtype) if name in params else np.zeros(size, dtype)
+        def get(name):  # (weight, bias): the bias is zeros where bias=False leaves it out
+            bias = name.replace(".weight", ".bias")
+            return contiguous(params[name], dtype), (
+                contiguous(params[bias], dtype) if bias in params else np.zeros(shapes[bias], dtype))
 
         self.eps = dtype.type(config.layer_norm_epsilon)
         self.relu = config.activation == "relu"
-        self.wte, self.wpe = get("wte.weight"), get("wpe.weight")
-        self.ln_f = (get("ln_f.weight"), get("ln_f.bias", C))
+        self.wte, self.wpe = contiguous(params["wte.weight"], dtype), contiguous(params["wpe.weight"], dtype)
+        self.ln_f = get("ln_f.weight")
         self.blocks = []
         for i in range(config.n_layer):
             p = f"h.{i}."
-            A3, F = params[p + "attn.c_attn.weight"].shape[1], params[p + "mlp.c_fc.weight"].shape[1]
+            A3, F = shapes[p + "attn.c_attn.bias"][0], shapes[p + "mlp.c_fc.bias"][0]  # 3A and the MLP width
             self.blocks.append(SimpleNamespace(
                 n_head=kv.n_heads[i], k_cache=kv.k[i], v_cache=kv.v[i],
-                ln_1=(get(p + "ln_1.weight"), get(p + "ln_1.bias", C)),
-                c_attn=(get(p + "attn.c_attn.weight"), get(p + "attn.c_attn.bias", A3)),
-                c_proj=(get(p + "attn.c_proj.weight"), get(p + "attn.c_proj.bias", C)),
-                ln_2=(get(p + "ln_2.weight"), get(p + "ln_2.bias", C)),
-                c_fc=(get(p + "mlp.c_fc.weight"), get(p + "mlp.c_fc.bias", F)),
-                mlp_proj=(get(p + "mlp.c_proj.weight"), get(p + "mlp.c_proj.bias", C)),
+                ln_1=get(p + "ln_1.weight"), c_attn=get(p + "attn.c_attn.weight"), c_proj=get(p + "attn.c_proj.weight"),
+                ln_2=get(p + "ln_2.weight"), c_fc=get(p + "mlp.c_fc.weight"), mlp_proj=get(p + "mlp.c_proj.weight"),
                 qkv=np.empty(A3, dtype), y=np.empty(A3 // 3, dtype), fch=np.empty(F, dtype), act=np.empty(F, dtype),
             ))  # fmt: skip
         self.h, self.branch = np.empty((1, C), dtype), np.empty(C, dtype)  # LayerNorm output; a branch
