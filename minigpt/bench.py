@@ -5,7 +5,8 @@ For each preset (float32, random weights and tokens: speed does not depend on th
   backends and, when torch is installed, a PyTorch twin written below (a plain eager nn.Module
   fed minigpt's parameters, as nanoGPT's model runs on a CPU). The implementations alternate run
   by run and we compare medians: this machine's speed drifts by up to 2x within minutes, and
-  alternating spreads the drift over all of them;
+  alternating spreads the drift over all of them. Each run starts after a short idle pause, so
+  that the threads of the previous implementation have stopped spinning (PAUSE_S);
 - tokens/s and achieved GFLOP/s with nanoGPT's estimate (model.estimate_mfu): 6N + 12 L C T
   flops per token, N the parameters without the position embeddings; and its fraction of this
   machine's float32 matmul rate, measured in the same run (a 1024^3 sgemm through NumPy);
@@ -180,9 +181,17 @@ class TorchGPT:
 # measuring
 
 
-def time_alternating(steppers: dict, steps: int, repeats: int, warmup: int) -> dict:
+# Idle time before each timed run. OpenBLAS's worker threads (both minigpt backends) keep spinning
+# for up to about 0.1 s after a matrix product before they sleep, and took a core from the PyTorch
+# run that followed: measured at baby, torch's median went from 59-62 ms with this pause to 68-70
+# ms without it (numba's and NumPy's were unchanged). The pause lets each run start on idle cores.
+PAUSE_S = 0.25
+
+
+def time_alternating(steppers: dict, steps: int, repeats: int, warmup: int, pause: float = PAUSE_S) -> dict:
     """ms per step of each stepper: `warmup` untimed steps each, then `repeats` rounds in which
-    every stepper runs `steps` steps in turn (the order rotating each round); median per stepper."""
+    every stepper runs `steps` steps in turn (the order rotating each round), each run after
+    `pause` idle seconds (see PAUSE_S); median per stepper."""
     for step in steppers.values():
         for _ in range(warmup):
             step()
@@ -190,6 +199,7 @@ def time_alternating(steppers: dict, steps: int, repeats: int, warmup: int) -> d
     names = list(steppers)
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(steps):
                 steppers[name]()

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numba
@@ -133,18 +134,57 @@ def test_softmax_float32_exp_error_bound():
     assert np.allclose(scores[0, 0, 0, :1], 1.0) and np.all(scores[0, 0, 0, 1:] == 0.0)  # the causal mask
 
 
+@contextmanager
+def causal_block(size):
+    """Run a block with attention.CAUSAL_BLOCK set to size (None: unchanged), so that small
+    shapes take the blocked products' path (several blocks, a ragged last one)."""
+    saved = attention.CAUSAL_BLOCK
+    attention.CAUSAL_BLOCK = size or saved
+    try:
+        yield
+    finally:
+        attention.CAUSAL_BLOCK = saved
+
+
 @given(seed=SEEDS, dtype=DT, B=st.integers(1, 3), T=st.integers(1, 9), NH=st.integers(1, 3), hs=st.integers(1, 9),
-       p=st.sampled_from([0.0, 0.3]))  # fmt: skip
-def test_attention_matches_numpy(seed, dtype, B, T, NH, hs, p):
-    """Same output and dqkv; with dropout both draw the same mask from the same generator."""
+       p=st.sampled_from([0.0, 0.3]), block=st.sampled_from([None, 1, 2, 3]))  # fmt: skip
+def test_attention_matches_numpy(seed, dtype, B, T, NH, hs, p, block):
+    """Same output and dqkv; with dropout both draw the same mask from the same generator. With
+    block set, the products run in causal blocks (see attention.causal_blocks)."""
     rng = np.random.default_rng(seed)
     qkv = normal(rng, (B, T, 3 * NH * hs), dtype, 2.0)
     out0, cache0 = NP.attention_forward(qkv, NH, p, np.random.default_rng(seed + 1) if p else None)
-    out1, cache1 = NB.attention_forward(qkv, NH, p, np.random.default_rng(seed + 1) if p else None)
+    with causal_block(block):
+        out1, cache1 = NB.attention_forward(qkv, NH, p, np.random.default_rng(seed + 1) if p else None)
     assert_close(out1, out0, dtype, "out")
     assert_close(cache1[3], cache0[3], dtype, "att")  # the probabilities (the caches match too)
+    assert np.all(np.triu(cache1[3], 1) == 0.0)  # the blocks never computed are zeroed, as masked
     dout = normal(rng, out0.shape, dtype)
-    assert_close(NB.attention_backward(dout, cache1), NP.attention_backward(dout, cache0), dtype, "dqkv")
+    with causal_block(block):
+        dqkv1 = NB.attention_backward(dout, cache1)
+    assert_close(dqkv1, NP.attention_backward(dout, cache0), dtype, "dqkv")
+
+
+@pytest.mark.parametrize("T, block, want", [
+    (1, 128, [(0, 1)]), (255, 128, [(0, 255)]), (256, 128, [(0, 128), (128, 256)]),
+    (300, 128, [(0, 128), (128, 256), (256, 300)]), (7, 3, [(0, 3), (3, 6), (6, 7)]),
+])  # fmt: skip
+def test_causal_blocks_cover_every_row_once(T, block, want):
+    """Row blocks tile 0..T-1 in order; sequences shorter than two blocks are one block."""
+    with causal_block(block):
+        assert attention.causal_blocks(T) == want
+
+
+def test_attention_blocked_at_the_small_preset_matches_numpy():
+    """The small preset's T = 256 runs the products in two causal blocks: float32 results as NumPy's."""
+    rng = np.random.default_rng(0)
+    assert len(attention.causal_blocks(256)) == 2
+    qkv = normal(rng, (2, 256, 3 * 2 * 16), np.float32, 2.0)
+    out0, cache0 = NP.attention_forward(qkv, 2)
+    out1, cache1 = NB.attention_forward(qkv, 2)
+    assert_close(out1, out0, np.float32, "out")
+    dout = normal(rng, out0.shape, np.float32)
+    assert_close(NB.attention_backward(dout, cache1), NP.attention_backward(dout, cache0), np.float32, "dqkv")
 
 
 @given(seed=SEEDS, dtype=DT, B=st.integers(1, 2), NH=st.integers(1, 3), hs=st.integers(1, 6),
@@ -532,3 +572,46 @@ def test_a_second_process_loads_every_kernel_from_the_disk_cache(tmp_path):
     second = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == [str(n), "0", str(n)], f"kernels, cache misses, hits: {second.stdout}"
+
+
+# float32 builds whose float64 variables are deliberate: the clipping norm sums squares in float64
+FLOAT64_BY_DESIGN = {"minigpt.kernels.adamw._sum_of_squares"}
+
+
+def test_float32_kernels_compute_in_float32():
+    """No float32 build holds a float64 variable (except FLOAT64_BY_DESIGN). One float64 constant
+    (a plain -np.inf as the starting maximum) once made the causal softmax and the cross-entropy
+    compute every row in float64, at half the vector width. Each kernel is compiled afresh (the
+    disk cache keeps no type information) for the signatures a model step and a sampling run used."""
+    import sys
+
+    from minigpt.generate import generate
+    from minigpt.optim import AdamW, clip_grad_norm
+
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=True)
+    params = init_params(config, seed=0, dtype=np.float32)
+    x = np.random.default_rng(0).integers(0, 11, (2, 8))
+    with backend.use_backend("numba"):
+        _, _, cache = gpt_forward(config, params, x, x)
+        grads = gpt_backward(cache)
+        clip_grad_norm(grads, 1.0)
+        AdamW(params, 0.9, 0.99, 1e-8, 0.1).step(params, grads, 1e-3)
+        list(generate(config, params, [0], 3, seed=0))
+    checked, found = 0, {}
+    for module_name, module in list(sys.modules.items()):
+        if not module_name.startswith("minigpt.kernels"):
+            continue
+        for name, twin in vars(module).items():
+            if not isinstance(twin, kernels_pkg.Twins) or (np.float32, False) not in twin._compiled:
+                continue
+            fresh = numba.njit(cache=False, fastmath=set(kernels_pkg.FASTMATH_F32), error_model="numpy")(
+                twin.build(np.float32))  # fmt: skip
+            for sig in twin._compiled[(np.float32, False)].signatures:
+                fresh.compile(sig)
+                typemap = fresh.overloads[sig].type_annotation.typemap
+                f64 = sorted(v for v, t in typemap.items() if t == numba.float64 and not v.startswith("$const"))
+                if f64 and f"{module_name}.{name}" not in FLOAT64_BY_DESIGN:
+                    found[f"{module_name}.{name}"] = f64
+                checked += 1
+    assert checked >= 12  # every kernel of a training step and of sampling
+    assert not found, f"float32 kernels with float64 variables: {found}"

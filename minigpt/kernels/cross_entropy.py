@@ -18,13 +18,13 @@ from . import contiguous, twins
 
 @twins(parallel=True)
 def _forward(dtype):
-    zero, one = dtype(0.0), dtype(1.0)
+    zero, one, neg_inf = dtype(0.0), dtype(1.0), dtype(-np.inf)  # float32 constants in float32 builds
 
     def kernel(logits, targets, probs, nll):  # logits (N, V), targets (N,) -> probs (N, V), nll (N,)
         N, V = logits.shape
         for i in numba.prange(N):
             row, p = logits[i], probs[i]
-            mx = -np.inf
+            mx = neg_inf
             for j in range(V):
                 mx = max(mx, row[j])
             total = zero
