@@ -42,8 +42,7 @@ from . import contiguous, n_chunks, twins
 
 @twins(parallel=False)  # decoding: B * NH small tasks of a few microseconds, a thread hand-off costs more
 def _decode(dtype):
-    zero, one, neg_inf = dtype(0.0), dtype(1.0), dtype(-np.inf)  # dtype constants: a float64 one
-    # (plain -np.inf) would turn every expression it meets into float64
+    zero, one, neg_inf = dtype(0.0), dtype(1.0), dtype(-np.inf)
 
     def kernel(qkv, n_head, k_cache, v_cache, start, out):
         # qkv (B, Tn, 3C) for positions start..start+Tn-1; caches (B, NH, maxT, hs); out (B, Tn, C)
@@ -218,13 +217,14 @@ def attention_forward(qkv, n_head, dropout=0.0, rng=None):
     v = split_heads(qkv[..., 2 * C : 3 * C], n_head)
     kT = k.transpose(0, 1, 3, 2)  # (B, NH, hs, T)
     att = np.empty((B, n_head, T, T), qkv.dtype)
-    for i0, i1 in causal_blocks(T):  # raw scores of query rows i0..i1-1 against keys 0..i1-1
+    blocks = causal_blocks(T)
+    for i0, i1 in blocks:  # raw scores of query rows i0..i1-1 against keys 0..i1-1
         np.matmul(q[:, :, i0:i1], kT[..., :i1], out=att[:, :, i0:i1, :i1])
     _softmax_causal_inplace(att, qkv.dtype.type(1.0 / math.sqrt(C // n_head)))  # zeroes every s > t
     att_d, att_mask = dropout_forward(att, dropout, rng)
     out = np.empty((B, T, C), qkv.dtype)
     y = split_heads(out, n_head)  # (B, NH, T, hs) view: the products write straight into out (B, T, C)
-    for i0, i1 in causal_blocks(T):
+    for i0, i1 in blocks:
         np.matmul(att_d[:, :, i0:i1, :i1], v[:, :, :i1], out=y[:, :, i0:i1])
     return out, (q, k, v, att, att_mask)
 
@@ -237,7 +237,8 @@ def attention_backward(dout, cache):
     att_d = att if att_mask is None else att * att_mask
     vT = v.transpose(0, 1, 3, 2)  # (B, NH, hs, T)
     datt = np.empty_like(att)  # (B, NH, T, T); only s <= t is computed and read
-    for i0, i1 in causal_blocks(T):
+    blocks = causal_blocks(T)
+    for i0, i1 in blocks:
         np.matmul(dy[:, :, i0:i1], vT[..., :i1], out=datt[:, :, i0:i1, :i1])
     has_mask = att_mask is not None
     scale = q.dtype.type(1.0 / math.sqrt(hs))
@@ -247,7 +248,7 @@ def attention_backward(dout, cache):
     C = NH * hs
     dqkv = np.empty((B, T, 3 * C), q.dtype)
     dq, dk, dv = (split_heads(dqkv[..., j * C : (j + 1) * C], NH) for j in range(3))
-    for i0, i1 in causal_blocks(T):
+    for i0, i1 in blocks:
         np.matmul(datt[:, :, i0:i1, :i1], k[:, :, :i1], out=dq[:, :, i0:i1])  # dq = ds k
         # key rows i0..i1-1 get gradient from query rows t >= i0 only: dk = ds^T q, dv = att^T dy
         np.matmul(datt[:, :, i0:, i0:i1].transpose(0, 1, 3, 2), q[:, :, i0:], out=dk[:, :, i0:i1])
