@@ -110,6 +110,7 @@ def shard_gradients(config: GPTConfig, params, idx, targets, n_shards: int):
 
 INSTALL_HINT = "pip install 'minigpt[mpi]' (mpi4py and the MPICH library, no system MPI needed)"
 ABORT_STATUS = {InputError: 2, KeyboardInterrupt: 130}  # anything else: 1, as the CLI
+ABORT_GRACE_S = 0.5  # time for mpiexec to forward a rank's last words before MPI_Abort (see _say_and_abort)
 
 
 def import_mpi():
@@ -197,26 +198,36 @@ class DataParallel:
             with self._lock:
                 waiting = self._waiting
             if waiting is not None and time.monotonic() > waiting[1]:
-                self._say(f"no answer from the other ranks for {self.timeout:g} s in {waiting[0]} (a rank died or "
-                          "hangs); stopping every rank (raise --collective-timeout if steps or evaluations are "
-                          "slower than that)")  # fmt: skip
-                self.comm.Abort(1)
+                self._say_and_abort(f"no answer from the other ranks for {self.timeout:g} s in {waiting[0]} (a rank "
+                                    "died or hangs); stopping every rank (raise --collective-timeout if steps or "
+                                    "evaluations are slower than that)", status=1)  # fmt: skip
 
     def close(self):
         self._stop.set()
 
-    def _say(self, message: str):
-        print(f"minigpt: error: rank {self.rank} of {self.size}: {message}", file=sys.stderr, flush=True)
+    def _say_and_abort(self, message: str, status: int, before: str = ""):
+        """Print `before` (a traceback, or nothing) and the one-line error, then MPI_Abort the job.
+
+        mpiexec forwards each rank's stderr through a pipe, and MPI_Abort makes it kill every rank;
+        a message written just before the abort can be lost if the kill wins that race (it did, in
+        about 1 run in 15 on this machine). So the report goes out as one flushed write and the rank
+        waits ABORT_GRACE_S for the forwarder to pass it on. The other ranks are stuck in a
+        collective meanwhile, so the wait costs nothing."""
+        sys.stderr.write(f"{before}minigpt: error: rank {self.rank} of {self.size}: {message}\n")
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
+        self.comm.Abort(status)
 
     def abort(self, exc: BaseException):
         """Stop every rank after an exception on this one (the others may be waiting in a collective)."""
         status = next((code for cls, code in ABORT_STATUS.items() if isinstance(exc, cls)), 1)
         from .train import TrainingError
 
-        if not isinstance(exc, (InputError, TrainingError, KeyboardInterrupt)):  # a bug: show where
-            traceback.print_exception(exc, file=sys.stderr)
-        self._say(f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; stopping every rank")
-        self.comm.Abort(status)
+        # a bug (not a user-facing error): show where, above the one-line error
+        bug = not isinstance(exc, (InputError, TrainingError, KeyboardInterrupt))
+        before = "".join(traceback.format_exception(exc)) if bug else ""
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self._say_and_abort(f"{first_line}; stopping every rank", status, before)
 
     # -- the collectives -------------------------------------------------------------------------
 

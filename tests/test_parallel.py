@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt import GPTConfig, InputError, gpt_backward, gpt_forward, init_params, threads
+from minigpt import GPTConfig, InputError, gpt_backward, gpt_forward, init_params, parallel, threads
 from minigpt.cli import main
 from minigpt.parallel import shard_batch, shard_gradients
 from minigpt.threads import THREAD_VARS
@@ -141,3 +141,39 @@ print(seen["OPENBLAS_NUM_THREADS"], seen["NUMBA_NUM_THREADS"], numba.config.NUMB
     env.update(PMI_SIZE="64", MPI_LOCALNRANKS="64", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["1", "1", "1"]
+
+
+class RecordingComm:
+    """Stands in for MPI.COMM_WORLD: records MPI_Abort, and what stderr held at that moment."""
+
+    def __init__(self, capsys, events):
+        self.capsys, self.events = capsys, events
+
+    def Abort(self, status):  # mpi4py's name
+        self.events.append(("abort", status, self.capsys.readouterr().err))
+
+
+@pytest.mark.parametrize("exc, status, traceback_shown", [
+    (RuntimeError("boom\nsecond line"), 1, True),  # a bug: where it happened, then the one line
+    (InputError("bad --flag"), 2, False),  # the user's error: the one line only
+    (KeyboardInterrupt(), 130, False),
+])  # fmt: skip
+def test_abort_reports_the_error_before_mpi_abort(exc, status, traceback_shown, capsys, monkeypatch):
+    """The one-line error (after the traceback for a bug) is written and flushed, then the rank
+    waits ABORT_GRACE_S so that mpiexec forwards it, and only then calls MPI_Abort: an abort that
+    overtakes the message loses it (tests/test_parallel_mpi.py saw that in 1 run in 15)."""
+    events = []
+    monkeypatch.setattr(parallel.time, "sleep", lambda s: events.append(("sleep", s, capsys.readouterr().err)))
+    dp = object.__new__(parallel.DataParallel)  # no MPI, no watchdog thread: just the abort path
+    dp.rank, dp.size, dp.comm = 1, 2, RecordingComm(capsys, events)
+    try:
+        raise exc
+    except BaseException as e:  # noqa: BLE001 (as run_data_parallel catches it)
+        dp.abort(e)
+    assert [e[:2] for e in events] == [("sleep", parallel.ABORT_GRACE_S), ("abort", status)]
+    written, after_sleep = events[0][2], events[1][2]
+    assert after_sleep == ""  # everything was out before the pause
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    assert written.endswith(f"minigpt: error: rank 1 of 2: {first_line}; stopping every rank\n")
+    assert written.count("\n") > 1 if traceback_shown else written.count("\n") == 1
+    assert ("Traceback (most recent call last)" in written) == traceback_shown
