@@ -9,9 +9,10 @@ For each preset (float32, random weights and tokens: speed does not depend on th
   that the threads of the previous implementation have stopped spinning (PAUSE_S);
 - tokens/s and achieved GFLOP/s with nanoGPT's estimate (model.estimate_mfu): 6N + 12 L C T
   flops per token, N the parameters without the position embeddings; and its fraction of this
-  machine's float32 matmul rate, measured in the same run (a 1024^3 sgemm through NumPy);
+  machine's float32 matmul rate, a 1024^3 sgemm through NumPy timed in the same alternation;
 - where a step goes: the time in each layer function and in AdamW, per backend;
-- sampling tokens/s on the numba backend: batch 1, 200 new tokens from a 1-token prompt, KV cache.
+- sampling tokens/s on the numba backend: batch 1, 200 new tokens from a 1-token prompt, KV cache
+  (the median of `repeats` runs).
 """
 
 from __future__ import annotations
@@ -56,18 +57,18 @@ def flops_per_token(config: GPTConfig, params) -> int:
     return 6 * n + 12 * config.n_layer * config.n_embd * config.block_size
 
 
-def matmul_gflops(repeats: int = 10, n: int = 1024) -> float:
-    """This machine's float32 matmul rate through NumPy's BLAS: median over repeats of n^3 sgemm."""
+SGEMM_N = 1024  # the ceiling's matrix product: (n, n) @ (n, n) float32, 2 n^3 flops
+
+
+def sgemm_stepper(n: int = SGEMM_N):
+    """One n^3 float32 matrix product through NumPy's BLAS: this machine's matmul rate. It is timed
+    as one more implementation in the same alternation as the training steps, so the ceiling
+    and the steps see the same machine (measured once up front, a slow moment made the small
+    preset's step reach 122% of it)."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     out = np.empty((n, n), np.float32)
-    np.matmul(a, b, out=out)  # warm-up: threads started, pages touched
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.matmul(a, b, out=out)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / float(np.median(times)) / 1e9
+    return lambda: np.matmul(a, b, out=out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,14 +245,20 @@ def breakdown(config, params, batch_size, backend_name, steps) -> dict:
     return ms
 
 
-def sample_tokens_per_s(config, params, new_tokens: int) -> float:
+def sampling_tokens_per_s(config, params, new_tokens: int, repeats: int, caches=(True,),
+                          backend_name: str = "numba") -> dict:  # fmt: skip
+    """Sampling speed: batch 1, new_tokens from a 1-token prompt, with (True) and/or without
+    (False) the KV cache. One run is too short to trust on a machine that drifts, so the runs
+    alternate as the training steps do (time_alternating) and each figure is new_tokens over the
+    median run. Returns {use_cache: tokens/s}."""
     from .generate import generate
 
-    with backend.use_backend("numba"):
-        list(generate(config, params, [0], 8, seed=0))  # warm-up
-        t0 = time.perf_counter()
-        n = len(list(generate(config, params, [0], new_tokens, seed=0)))
-        return n / (time.perf_counter() - t0)
+    with backend.use_backend(backend_name):
+        runs = {c: (lambda c=c: list(generate(config, params, [0], new_tokens, seed=0, use_cache=c))) for c in caches}
+        for c in caches:  # warm-up: load or compile the kernels
+            list(generate(config, params, [0], 8, seed=0, use_cache=c))
+        times = time_alternating(runs, steps=1, repeats=repeats, warmup=0)
+    return {c: new_tokens / (times[c]["median"] / 1000) for c in caches}
 
 
 def run(presets=("baby", "small"), repeats: int = 5, warmup: int = 1, steps: dict | None = None,
@@ -262,9 +269,6 @@ def run(presets=("baby", "small"), repeats: int = 5, warmup: int = 1, steps: dic
     configs = {name: preset_config(name) for name in presets}  # validates the names first
     result = {"machine": machine_info(), "settings": {"repeats": repeats, "warmup": warmup, "dtype": "float32"},
               "presets": {}}  # fmt: skip
-    say(f"measuring the float32 matmul rate ({result['machine']['cpu_count']} cores) ...")
-    ceiling = matmul_gflops()
-    say(f"float32 matmul (1024^3 sgemm): {ceiling:.1f} GFLOP/s")
     for name, (config, batch_size) in configs.items():
         n_steps = (steps or {}).get(name, DEFAULT_STEPS.get(name, 2))
         params = init_params(config, seed=0, dtype=np.float32)
@@ -272,14 +276,15 @@ def run(presets=("baby", "small"), repeats: int = 5, warmup: int = 1, steps: dic
         flops = flops_per_token(config, params) * tokens
         say(f"\n{name}: L{config.n_layer} H{config.n_head} C{config.n_embd} T{config.block_size} B{batch_size}, "
             f"{num_params(params):,} parameters, {flops / 1e9:.2f} GFLOP per step; "
-            f"{repeats} alternating runs of {n_steps} steps each ...")  # fmt: skip
+            f"{repeats} alternating runs of {n_steps} steps each, and of {n_steps} {SGEMM_N}^3 sgemm ...")  # fmt: skip
         steppers = {"numba": minigpt_stepper(config, params, batch_size, "numba"),
-                    "numpy": minigpt_stepper(config, params, batch_size, "numpy")}  # fmt: skip
+                    "numpy": minigpt_stepper(config, params, batch_size, "numpy"), "sgemm": sgemm_stepper()}  # fmt: skip
         torch_step = torch_stepper(config, params, batch_size) if torch else None
         if torch_step is not None:
             steppers["torch"] = torch_step
         times = time_alternating(steppers, n_steps, repeats, warmup)
         ms = {impl: (times[impl]["median"] if impl in times else None) for impl in IMPLEMENTATIONS}
+        ceiling = 2 * SGEMM_N**3 / (times["sgemm"]["median"] / 1000) / 1e9  # GFLOP/s
         entry = {
             "config": config.to_dict(), "batch_size": batch_size, "params": num_params(params),
             "flops_per_step": flops, "steps_per_run": n_steps,
@@ -293,7 +298,7 @@ def run(presets=("baby", "small"), repeats: int = 5, warmup: int = 1, steps: dic
         entry["numpy_over_numba"] = ms["numpy"] / ms["numba"]
         entry["numba_over_torch"] = ms["numba"] / ms["torch"] if ms["torch"] else None
         entry["breakdown_ms"] = {b: breakdown(config, params, batch_size, b, n_steps) for b in ("numba", "numpy")}
-        entry["sample_tokens_per_s"] = sample_tokens_per_s(config, params, sample_tokens)
+        entry["sample_tokens_per_s"] = sampling_tokens_per_s(config, params, sample_tokens, repeats)[True]
         result["presets"][name] = entry
         say(format_preset(name, entry))
     return result
@@ -317,7 +322,8 @@ def machine_info() -> dict:
 
 
 def format_preset(name: str, e: dict) -> str:
-    lines = [f"  {'':8} {'ms/step':>9} {'tokens/s':>10} {'GFLOP/s':>8} {'of matmul':>9}"]
+    lines = [f"  float32 matmul rate ({SGEMM_N}^3 sgemm, in the same alternation): {e['matmul_gflops']:.1f} GFLOP/s",
+             f"  {'':8} {'ms/step':>9} {'tokens/s':>10} {'GFLOP/s':>8} {'of matmul':>9}"]  # fmt: skip
     for impl in IMPLEMENTATIONS:
         ms = e[f"{impl}_ms_per_step"]
         if ms is None:

@@ -95,7 +95,7 @@ def build_parser() -> Parser:
                    help="train (default): ms per training step, GFLOP/s, where the step goes, sampling "
                    "tokens/s; kvcache: sampling tokens/s with and without the KV cache")
     p.add_argument("--presets", nargs="+", default=["baby", "small"], metavar="NAME", help="baby and/or small")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation, alternating (default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (kvcache: with and without the cache), alternating (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation first (default 1)")
     p.add_argument("--steps", type=int, default=None, help="steps per timed run (default: baby 10, small 2)")
     p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch twin")
@@ -417,28 +417,31 @@ def cmd_bench(args) -> int:
 
 def bench_kvcache(args) -> int:
     """Sampling speed with and without the KV cache, at the size the issue names: n_layer 6,
-    n_head 6, n_embd 384, block_size 256 (random weights: speed does not depend on them)."""
+    n_head 6, n_embd 384, block_size 256 (random weights: speed does not depend on them), on the
+    current backend; runs with and without the cache alternate, medians of --repeats runs each."""
     import numpy as np
 
-    from .generate import generate
+    from . import backend, bench
     from .model import init_params
 
+    if args.max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.repeats < 1:
+        raise InputError(f"--repeats must be >= 1, got {args.repeats}")
     config = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, bias=False)
     params = init_params(config, seed=0, dtype=np.float32)
-    result = {"config": config.to_dict(), "max_new_tokens": args.max_new_tokens, "prompt_tokens": 1}
-    for use_cache in (True, False):
-        list(generate(config, params, [0], 8, seed=0, use_cache=use_cache))  # warm-up: load the kernels
-        t0 = time.perf_counter()
-        tokens = list(generate(config, params, [0], args.max_new_tokens, seed=0, use_cache=use_cache))
-        dt = time.perf_counter() - t0
-        result["tokens_per_s_" + ("kv_cache" if use_cache else "no_cache")] = len(tokens) / dt
-    result["speedup"] = result["tokens_per_s_kv_cache"] / result["tokens_per_s_no_cache"]
+    name = backend.get_backend()
+    rate = bench.sampling_tokens_per_s(config, params, args.max_new_tokens, args.repeats, (True, False), name)
+    result = {"config": config.to_dict(), "backend": name, "max_new_tokens": args.max_new_tokens,
+              "prompt_tokens": 1, "repeats": args.repeats,
+              "tokens_per_s_kv_cache": rate[True], "tokens_per_s_no_cache": rate[False],
+              "speedup": rate[True] / rate[False]}  # fmt: skip
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.max_new_tokens} new tokens, n_layer 6, n_head 6, n_embd 384, block_size 256: "
-              f"{result['tokens_per_s_kv_cache']:.1f} tokens/s with the KV cache, "
-              f"{result['tokens_per_s_no_cache']:.1f} without ({result['speedup']:.1f}x)")
+        print(f"{args.max_new_tokens} new tokens, n_layer 6, n_head 6, n_embd 384, block_size 256, {name} backend, "
+              f"medians of {args.repeats} runs: {result['tokens_per_s_kv_cache']:.1f} tokens/s with the KV cache, "
+              f"{result['tokens_per_s_no_cache']:.1f} without ({result['speedup']:.1f}x)")  # fmt: skip
     return 0
 
 

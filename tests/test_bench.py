@@ -31,11 +31,26 @@ def test_bench_json_contract(tmp_path):
     for key in ("numba_ms_per_step", "numpy_ms_per_step", "matmul_gflops", "achieved_gflops", "sample_tokens_per_s"):
         assert isinstance(baby[key], float) and baby[key] > 0, key
     assert baby["torch_ms_per_step"] is None  # --no-torch
+    # the ceiling is a 1024^3 sgemm timed in the same alternation as the steps, not once up front
+    assert set(baby["runs_ms"]) == {"numba", "numpy", "sgemm"}
+    sgemm_s = np.median(baby["runs_ms"]["sgemm"]) / 1000
+    assert baby["matmul_gflops"] == pytest.approx(2 * bench.SGEMM_N**3 / sgemm_s / 1e9)
     assert baby["achieved_gflops"] == pytest.approx(baby["flops_per_step"] / baby["numba_ms_per_step"] * 1e-6)
     for b in ("numba", "numpy"):  # where the step goes: every timed op, plus the rest
         ops = baby["breakdown_ms"][b]
         assert {"attention_forward", "attention_backward", "linear_forward", "adamw_update", "other"} <= set(ops)
     assert "ms/step" in r.stderr and "numba" in r.stderr
+
+
+def test_bench_kvcache_json_contract():
+    r = run_cli("kvcache", "--max-new-tokens", "4", "--repeats", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["config"]["n_layer"] == 6 and result["config"]["block_size"] == 256
+    assert result["backend"] == "numba" and result["max_new_tokens"] == 4 and result["repeats"] == 2
+    for key in ("tokens_per_s_kv_cache", "tokens_per_s_no_cache"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["speedup"] == pytest.approx(result["tokens_per_s_kv_cache"] / result["tokens_per_s_no_cache"])
 
 
 def test_flops_per_token_is_nanogpts_estimate():
@@ -82,6 +97,8 @@ def test_timed_ops_restores_the_backend():
         (["--steps", "0"], "--steps must be >= 1, got 0"),
         (["--repeats", "0"], "--repeats and --sample-tokens must be >= 1"),
         (["--out", "/dev/null/x/bench.json", *QUICK, "--no-torch"], "cannot write /dev/null/x/bench.json"),
+        (["kvcache", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+        (["kvcache", "--repeats", "0"], "--repeats must be >= 1, got 0"),
     ],
 )
 def test_bench_bad_input_is_a_one_line_error(args, message, tmp_path):
