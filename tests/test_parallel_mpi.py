@@ -4,6 +4,7 @@
   global batches (float64, 1e-10), and both ranks' parameters are bitwise identical;
 - a rank that dies, hangs or raises stops the whole run with an error instead of a hang, and the
   last checkpoint stays intact (and resumes, with 2 ranks, to the single process's parameters);
+- gradual pruning over 2 ranks prunes the same weights as one process, to the same values;
 - a rank count that does not divide the batch is a one-line error, exit status 2.
 
 Skipped without mpi4py or mpiexec (`pip install 'minigpt[mpi]'` brings both). The runs use the
@@ -102,6 +103,33 @@ def test_two_ranks_equal_one_process(tmp_path, corpus, single):
     assert all(np.array_equal(saved.params[n], ranks[0][n]) for n in saved.params)
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["iter"] for m in metrics if "val_loss" in m] == [0, 5, 10, 15, 20]  # written once, by rank 0
+
+
+PRUNED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def test_gradual_pruning_over_two_ranks_equals_one_process(tmp_path, corpus):
+    """Gradual magnitude pruning (--prune-to) under 2 ranks: every rank computes the masks from its
+    own copy of the parameters, which the Allreduce keeps bitwise identical, so the ranks prune the
+    same weights, and the run equals one process's pruned run: the same zeros, the same values."""
+    prune = dict(prune_to=0.5, prune_start=2, prune_end=12, prune_every=2)
+    single_dir = tmp_path / "single"
+    s = settings(single_dir, corpus, data_parallel=False, **prune)
+    with backend.use_backend("numpy"):
+        train(TrainConfig(**s["train"]), s["model"], quiet=True)
+    reference = load_checkpoint(single_dir / "resume.safetensors").params
+    proc = run_worker(tmp_path, settings(tmp_path, corpus, **prune))
+    assert proc.returncode == 0, proc.stderr
+    ranks = [load_tensors(tmp_path / f"params_rank{r}.safetensors")[0] for r in range(2)]
+    for name in ranks[0]:
+        assert ranks[0][name].tobytes() == ranks[1][name].tobytes(), name
+    pruned = [n for n in reference if n.split(".", 2)[-1] in PRUNED]
+    assert len(pruned) == 4 * MODEL["n_layer"]
+    for name in pruned:
+        zeros = ranks[0][name] == 0
+        assert np.array_equal(zeros, reference[name] == 0), name  # the same weights pruned
+        assert abs(zeros.mean() - 0.5) <= 1 / zeros.size, name  # at the final sparsity
+    assert_equal_to_single(ranks[0], reference)
 
 
 def test_dying_rank_stops_the_run_and_the_checkpoint_resumes(tmp_path, corpus, single):
