@@ -23,6 +23,7 @@ import pytest
 
 from minigpt import backend
 from minigpt.checkpoint import load_checkpoint, load_tensors
+from minigpt.compress.prune import LINEAR_WEIGHTS
 from minigpt.train import TrainConfig, train
 
 pytest.importorskip("mpi4py")  # the package only: importing mpi4py.MPI would start MPI in pytest
@@ -105,9 +106,6 @@ def test_two_ranks_equal_one_process(tmp_path, corpus, single):
     assert [m["iter"] for m in metrics if "val_loss" in m] == [0, 5, 10, 15, 20]  # written once, by rank 0
 
 
-PRUNED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
-
 def test_gradual_pruning_over_two_ranks_equals_one_process(tmp_path, corpus):
     """Gradual magnitude pruning (--prune-to) under 2 ranks: every rank computes the masks from its
     own copy of the parameters, which the Allreduce keeps bitwise identical, so the ranks prune the
@@ -123,7 +121,7 @@ def test_gradual_pruning_over_two_ranks_equals_one_process(tmp_path, corpus):
     ranks = [load_tensors(tmp_path / f"params_rank{r}.safetensors")[0] for r in range(2)]
     for name in ranks[0]:
         assert ranks[0][name].tobytes() == ranks[1][name].tobytes(), name
-    pruned = [n for n in reference if n.split(".", 2)[-1] in PRUNED]
+    pruned = [n for n in reference if n.split(".", 2)[-1] in LINEAR_WEIGHTS]
     assert len(pruned) == 4 * MODEL["n_layer"]
     for name in pruned:
         zeros = ranks[0][name] == 0
